@@ -1,0 +1,64 @@
+/*
+ * glue.h — what the files of goloop._goloop share: the module state and the
+ * Goroutine object.
+ *
+ *   module.c     module definition, state, module-level functions
+ *   goroutine.c  the Goroutine type: run a Python callable on a goroutine,
+ *                resume/park/throw, unwinding when collected, the registry
+ *   pystate.[ch] the per-stack interpreter state saved on each switch
+ *
+ * The glue knows CPython and the runtime; it knows nothing of asyncio.
+ */
+#ifndef GOLOOP_GLUE_H
+#define GOLOOP_GLUE_H
+
+#include "pystate.h"
+#include "runtime.h"
+
+#if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
+
+/* Smallest stack a Python goroutine may have: room for the entry frames,
+ * the reserve and a useful recursion budget. */
+#define GL_PY_STACK_MIN (64 * 1024)
+
+typedef struct GoroutineObject GoroutineObject;
+
+typedef struct {
+    PyTypeObject *goroutine_type;
+    PyObject *goroutine_error;       /* GoroutineError(RuntimeError) */
+    PyObject *goroutine_exit;        /* GoroutineExit(BaseException) */
+    PyObject *unkillable;            /* list: parked goroutines that could
+                                        not be unwound; kept alive forever */
+    GoroutineObject *registry;       /* started, unfinished goroutines */
+    Py_ssize_t registry_size;
+    gl_chunk_cache chunks;
+} gl_module_state;
+
+struct GoroutineObject {
+    PyObject_HEAD
+    gl_g g;
+    gl_module_state *state;          /* borrowed: the type keeps the module */
+    PyObject *func;                  /* until started */
+    PyObject *context;               /* its initial Context, until started */
+    PyObject *transfer;              /* value travelling with a switch */
+    PyObject *exc;                   /* exception travelling with a switch */
+    PyObject *top_frame;             /* innermost frame while parked, made
+                                        on demand from `saved` */
+    gl_pystate *saved;               /* its saved state while parked (on
+                                        its own stack) */
+    PyObject *name;                  /* str, for repr and fatal messages */
+    PyObject *weakreflist;
+    GoroutineObject *reg_prev, *reg_next;
+};
+
+extern PyType_Spec gl_goroutine_spec;
+
+/* park(value=None): the module-level function. */
+PyObject *gl_goroutine_park(gl_module_state *st, PyObject *value);
+/* The running Goroutine (borrowed) or NULL on the thread's own stack. */
+GoroutineObject *gl_goroutine_current(void);
+/* list of started, unfinished goroutines. */
+PyObject *gl_goroutine_registry_list(gl_module_state *st);
+
+#endif
+#endif /* GOLOOP_GLUE_H */

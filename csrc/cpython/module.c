@@ -1,0 +1,262 @@
+/*
+ * module.c — goloop._goloop, the C-API module over the goroutine runtime.
+ *
+ * Module-level functions: park(), current(), goroutines(), stack-size
+ * settings, stats().  The Goroutine type is in goroutine.c.  State lives in
+ * the module (gl_module_state), not in C globals; the runtime below keeps
+ * process-wide state of its own (the stack cache), so the module refuses to
+ * load into a subinterpreter with its own GIL.
+ *
+ * On a platform or Python version the runtime does not support, the module
+ * still builds, and importing it raises ImportError saying what is supported.
+ */
+#include "glue.h"
+
+#define SUPPORTED_TEXT \
+    "goloop supports CPython 3.11, 3.12 and 3.13 on Linux x86-64 and AArch64"
+
+#if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
+
+static gl_module_state *
+get_state(PyObject *module)
+{
+    return (gl_module_state *)PyModule_GetState(module);
+}
+
+static PyObject *
+mod_park(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "park() takes at most 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    return gl_goroutine_park(get_state(module), nargs ? args[0] : Py_None);
+}
+
+static PyObject *
+mod_current(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    GoroutineObject *g = gl_goroutine_current();
+    return Py_NewRef(g ? (PyObject *)g : Py_None);
+}
+
+static PyObject *
+mod_goroutines(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    return gl_goroutine_registry_list(get_state(module));
+}
+
+static PyObject *
+mod_set_default_stack_size(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "stack size must be an int, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    if (v < GL_PY_STACK_MIN || v > (long long)GL_STACK_MAX
+            || gl_set_default_stack_size((size_t)v) != GL_OK) {
+        PyErr_Format(PyExc_ValueError,
+                     "stack size must be between %d and %lld bytes, got %R",
+                     GL_PY_STACK_MIN, (long long)GL_STACK_MAX, arg);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_get_default_stack_size(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromSize_t(gl_default_stack_size());
+}
+
+static int
+dict_set_u64(PyObject *d, const char *key, uint64_t v)
+{
+    PyObject *o = PyLong_FromUnsignedLongLong(v);
+    if (o == NULL)
+        return -1;
+    int r = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return r;
+}
+
+static PyObject *
+mod_stats(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    gl_module_state *st = get_state(module);
+    gl_stats s;
+    gl_get_stats(&s);
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    if (dict_set_u64(d, "stacks_in_use", s.stacks_in_use) < 0
+            || dict_set_u64(d, "stacks_cached", s.stacks_cached) < 0
+            || dict_set_u64(d, "stacks_mapped", s.stacks_mapped) < 0
+            || dict_set_u64(d, "stacks_reused", s.stacks_reused) < 0
+            || dict_set_u64(d, "stacks_trimmed", s.stacks_trimmed) < 0
+            || dict_set_u64(d, "goroutines_started", s.goroutines_started) < 0
+            || dict_set_u64(d, "goroutines_finished", s.goroutines_finished) < 0
+            || dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
+            || dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyObject *
+mod_stack_depth(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromSize_t(gl_stack_depth());
+}
+
+static PyMethodDef module_methods[] = {
+    {"park", (PyCFunction)(void (*)(void))mod_park, METH_FASTCALL,
+     "park(value=None, /)\n--\n\nSuspend the running goroutine; the "
+     "resume() that started or last resumed it returns value.  Returns the "
+     "value of the next resume()."},
+    {"current", mod_current, METH_NOARGS,
+     "current()\n--\n\nThe running Goroutine, or None on the thread's own "
+     "stack."},
+    {"goroutines", mod_goroutines, METH_NOARGS,
+     "goroutines()\n--\n\nStarted, unfinished goroutines (all threads)."},
+    {"set_default_stack_size", mod_set_default_stack_size, METH_O,
+     "set_default_stack_size(nbytes, /)\n--\n\nStack size of goroutines "
+     "created from now on."},
+    {"get_default_stack_size", mod_get_default_stack_size, METH_NOARGS,
+     "get_default_stack_size()\n--\n\n"},
+    {"stats", mod_stats, METH_NOARGS,
+     "stats()\n--\n\nRuntime counters: stacks and goroutines."},
+    {"_stack_depth", mod_stack_depth, METH_NOARGS,
+     "_stack_depth()\n--\n\nBytes of the running goroutine's stack in use "
+     "(0 outside one); for tests."},
+    {NULL, NULL, 0, NULL}
+};
+
+static const char overflow_hint[] =
+    "The stack size of goroutines is set by the GOLOOP_STACK_SIZE environment "
+    "variable or goloop._goloop.set_default_stack_size(); deep recursion "
+    "normally raises RecursionError first, so a C extension recursing "
+    "without checks is the likely cause.";
+
+static int
+module_exec(PyObject *module)
+{
+    gl_module_state *st = get_state(module);
+    gl_set_overflow_hint(overflow_hint);
+    st->goroutine_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &gl_goroutine_spec, NULL);
+    if (st->goroutine_type == NULL)
+        return -1;
+    if (PyModule_AddType(module, st->goroutine_type) < 0)
+        return -1;
+    st->goroutine_error = PyErr_NewExceptionWithDoc(
+        "goloop._goloop.GoroutineError",
+        "A goroutine was misused: resumed when finished, running, or owned "
+        "by another thread, or park() called outside one.",
+        PyExc_RuntimeError, NULL);
+    if (st->goroutine_error == NULL
+            || PyModule_AddObjectRef(module, "GoroutineError",
+                                     st->goroutine_error) < 0)
+        return -1;
+    st->goroutine_exit = PyErr_NewExceptionWithDoc(
+        "goloop._goloop.GoroutineExit",
+        "Raised inside a parked goroutine that is being collected, so that "
+        "its finally blocks run.",
+        PyExc_BaseException, NULL);
+    if (st->goroutine_exit == NULL
+            || PyModule_AddObjectRef(module, "GoroutineExit",
+                                     st->goroutine_exit) < 0)
+        return -1;
+    st->unkillable = PyList_New(0);
+    if (st->unkillable == NULL
+            || PyModule_AddObjectRef(module, "_unkillable", st->unkillable) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "MIN_STACK_SIZE", GL_PY_STACK_MIN) < 0
+            || PyModule_AddIntConstant(module, "MAX_STACK_SIZE", GL_STACK_MAX) < 0
+            || PyModule_AddStringConstant(module, "ARCH", GL_ARCH_NAME) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    gl_module_state *st = get_state(module);
+    Py_VISIT(st->goroutine_type);
+    Py_VISIT(st->goroutine_error);
+    Py_VISIT(st->goroutine_exit);
+    Py_VISIT(st->unkillable);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    gl_module_state *st = get_state(module);
+    Py_CLEAR(st->goroutine_type);
+    Py_CLEAR(st->goroutine_error);
+    Py_CLEAR(st->goroutine_exit);
+    Py_CLEAR(st->unkillable);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+    gl_chunk_cache_clear(&get_state((PyObject *)module)->chunks);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL}
+};
+
+static struct PyModuleDef goloop_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "goloop._goloop",
+    .m_doc = "goloop's goroutine runtime for CPython: Goroutine, park().",
+    .m_size = sizeof(gl_module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__goloop(void)
+{
+    return PyModuleDef_Init(&goloop_module);
+}
+
+#else  /* unsupported platform or Python version */
+
+PyMODINIT_FUNC
+PyInit__goloop(void)
+{
+    PyErr_SetString(PyExc_ImportError, SUPPORTED_TEXT
+                    "; this build is for " GL_ARCH_NAME " and Python "
+                    PY_VERSION);
+    return NULL;
+}
+
+#endif
