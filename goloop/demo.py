@@ -58,22 +58,26 @@ def demo_recursion():
     print(f"  stack of 64 KiB -> {goloop.Goroutine(recurse, stack_size=65536).resume()}")
 
 
+def best_round_trip_ns(switch, n=200_000, reps=5):
+    """Best of `reps` runs of n calls to switch(), in ns per call."""
+    switch()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            switch()
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return best
+
+
 def demo_switch_cost():
     section("switch cost (best of 5 runs of 200,000 round trips)")
-    n = 200_000
 
     def child():
         while True:
             goloop.park()
 
-    g = goloop.Goroutine(child)
-    g.resume()
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter_ns()
-        for _ in range(n):
-            g.resume()
-        best = min(best, (time.perf_counter_ns() - t0) / n)
+    best = best_round_trip_ns(goloop.Goroutine(child).resume)
     print(f"  goloop   resume+park round trip: {best:6.0f} ns")
     try:
         import greenlet
@@ -81,14 +85,12 @@ def demo_switch_cost():
         print("  (pip install greenlet to compare with it)")
         return
     parent = greenlet.getcurrent()
-    gr = greenlet.greenlet(lambda: [parent.switch() for _ in iter(int, 1)])
-    gr.switch()
-    gbest = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter_ns()
-        for _ in range(n):
-            gr.switch()
-        gbest = min(gbest, (time.perf_counter_ns() - t0) / n)
+
+    def gchild():
+        while True:
+            parent.switch()
+
+    gbest = best_round_trip_ns(greenlet.greenlet(gchild).switch)
     print(f"  greenlet switch round trip:       {gbest:6.0f} ns  (goloop/greenlet = {best / gbest:.2f})")
 
 

@@ -6,6 +6,7 @@
  *   goroutine.c  the Goroutine type: run a Python callable on a goroutine,
  *                resume/park/throw, unwinding when collected, the registry
  *   pystate.[ch] the per-stack interpreter state saved on each switch
+ *   pyinternal.c the one value read from CPython's internal structures
  *
  * The glue knows CPython and the runtime; it knows nothing of asyncio.
  */
@@ -29,6 +30,7 @@ typedef struct {
     PyObject *goroutine_exit;        /* GoroutineExit(BaseException) */
     PyObject *unkillable;            /* list: parked goroutines that could
                                         not be unwound; kept alive forever */
+    PyObject *str_qualname;          /* interned "__qualname__" */
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
     gl_chunk_cache chunks;

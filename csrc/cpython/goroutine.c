@@ -12,7 +12,8 @@
  * Every switch saves the interpreter's per-stack state of the stack being
  * left into a gl_pystate on that stack and restores the other one's
  * (pystate.h).  Values and exceptions travel in the object's `transfer` and
- * `exc` slots, each moved (not copied) across the switch.
+ * `exc` slots, each moved (not copied) across the switch, and taken out of
+ * them before the restore (which may run Python code: pystate.h).
  *
  * Lifetime: a parked goroutine is referenced by nobody but its owners; its
  * own stack holds no strong reference to it.  When the last reference goes,
@@ -192,11 +193,15 @@ goroutine_switch(GoroutineObject *self, PyObject *value, PyObject *exc)
 
     gl_pystate_save(ts, &saved);
     int err = gl_resume(&self->g, 0, NULL);
+    /* Take what travelled back before the restore, which may run Python
+     * code (pystate.h) that could switch to self again. */
+    PyObject *out_exc = self->exc, *out = self->transfer;
+    self->exc = self->transfer = NULL;
     gl_pystate_restore(ts, &saved);
 
     if (err != GL_OK) {
-        Py_CLEAR(self->exc);
-        Py_CLEAR(self->transfer);
+        Py_XDECREF(out_exc);
+        Py_XDECREF(out);
         if (self->g.status == GL_G_IDLE)
             registry_remove(self);
         if (err == GL_ENOMEM)
@@ -204,10 +209,8 @@ goroutine_switch(GoroutineObject *self, PyObject *value, PyObject *exc)
         PyErr_SetString(st->goroutine_error, gl_strerror(err));
         return NULL;
     }
-    PyObject *out_exc = self->exc;
-    self->exc = NULL;
     if (out_exc != NULL) {
-        Py_CLEAR(self->transfer);
+        Py_XDECREF(out);
         if (self->g.status == GL_G_DEAD
                 && PyErr_GivenExceptionMatches(out_exc, st->goroutine_exit)) {
             Py_DECREF(out_exc);   /* it was told to exit, and did */
@@ -216,8 +219,6 @@ goroutine_switch(GoroutineObject *self, PyObject *value, PyObject *exc)
         gl_err_give(out_exc);
         return NULL;
     }
-    PyObject *out = self->transfer;
-    self->transfer = NULL;
     return out ? out : Py_NewRef(Py_None);
 }
 
@@ -238,21 +239,22 @@ gl_goroutine_park(gl_module_state *st, PyObject *value)
     self->saved = &saved;
     int err = gl_park(0, NULL);
     self->saved = NULL;
+    /* Taken before the restore, as in goroutine_switch. */
+    PyObject *exc = self->exc, *in = self->transfer;
+    self->exc = self->transfer = NULL;
     gl_pystate_restore(ts, &saved);
 
     if (err != GL_OK) {   /* unreachable: self is running */
+        Py_XDECREF(exc);
+        Py_XDECREF(in);
         PyErr_SetString(st->goroutine_error, gl_strerror(err));
         return NULL;
     }
-    PyObject *exc = self->exc;
-    self->exc = NULL;
     if (exc != NULL) {
-        Py_CLEAR(self->transfer);
+        Py_XDECREF(in);
         gl_err_give(exc);
         return NULL;
     }
-    PyObject *in = self->transfer;
-    self->transfer = NULL;
     return in ? in : Py_NewRef(Py_None);
 }
 
@@ -302,7 +304,9 @@ goroutine_init(GoroutineObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     if (name == Py_None) {
-        name = PyObject_GetAttrString(func, "__qualname__");
+        /* An interned name: a fresh string per call would also take a new
+         * slot of CPython's type attribute cache each time. */
+        name = PyObject_GetAttr(func, self->state->str_qualname);
         if (name == NULL || !PyUnicode_Check(name)) {
             PyErr_Clear();
             Py_XDECREF(name);
@@ -412,9 +416,11 @@ static void
 goroutine_dealloc(GoroutineObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
+    /* Still tracked while the finalizer runs: an object it resurrects must
+     * be (PyObject_CallFinalizerFromDealloc asserts so). */
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return;   /* resurrected (kept forever) */
+    PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     registry_remove(self);

@@ -182,6 +182,9 @@ module_exec(PyObject *module)
             || PyModule_AddObjectRef(module, "GoroutineExit",
                                      st->goroutine_exit) < 0)
         return -1;
+    st->str_qualname = PyUnicode_InternFromString("__qualname__");
+    if (st->str_qualname == NULL)
+        return -1;
     st->unkillable = PyList_New(0);
     if (st->unkillable == NULL
             || PyModule_AddObjectRef(module, "_unkillable", st->unkillable) < 0)
@@ -212,6 +215,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->goroutine_error);
     Py_CLEAR(st->goroutine_exit);
     Py_CLEAR(st->unkillable);
+    Py_CLEAR(st->str_qualname);
     return 0;
 }
 

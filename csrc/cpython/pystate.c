@@ -133,11 +133,11 @@ gl_pystate_exit(PyThreadState *ts, gl_pystate_root *root,
  * code for the events of every tool whenever a tool's local events change.
  * So: collect the stale code objects of the running stack's frames, borrow
  * a free tool id, set and clear one local event on each, and give the id
- * back.  Nothing runs in between, so the borrowed id is never observable by
- * a tool.  Best effort: with all six tool ids in use, or on any error, the
- * frames stay uninstrumented, as they were. */
+ * back.  No code of theirs runs in between, and the id has no callbacks, so
+ * no tool sees the borrowed id.  Best effort: with all six tool ids in use,
+ * or on any error, the frames stay uninstrumented, as they were. */
 static void
-instrument_codes(PyObject *codes)
+instrument_codes(PyObject *codes, uint64_t version)
 {
     PyObject *mon = PySys_GetObject("monitoring");      /* borrowed */
     PyObject *events = mon ? PyObject_GetAttrString(mon, "events") : NULL;
@@ -161,18 +161,24 @@ instrument_codes(PyObject *codes)
     }
     for (Py_ssize_t i = 0; tool >= 0 && i < PyList_GET_SIZE(codes); i++) {
         PyObject *code = PyList_GET_ITEM(codes, i);
+        if ((uint64_t)((PyCodeObject *)code)->_co_instrumentation_version
+                == version)
+            continue;               /* done already (recursion) */
         PyObject *r = PyObject_CallMethod(mon, "set_local_events", "iOO",
                                           tool, code, event);
+        if (r != NULL) {
+            Py_DECREF(r);
+            r = PyObject_CallMethod(mon, "set_local_events", "iOi",
+                                    tool, code, 0);
+        }
         Py_XDECREF(r);
-        r = PyObject_CallMethod(mon, "set_local_events", "iOi", tool, code, 0);
-        Py_XDECREF(r);
-        if (r == NULL)
-            break;
+        PyErr_Clear();              /* this code object stays as it was */
     }
     if (tool >= 0) {
         PyObject *r = PyObject_CallMethod(mon, "free_tool_id", "i", tool);
         Py_XDECREF(r);
     }
+    PyErr_Clear();
     Py_DECREF(event);
 }
 
@@ -196,7 +202,7 @@ gl_pystate_instrument_stack(PyThreadState *ts)
     }
     Py_XDECREF(f);
     if (codes != NULL && PyList_GET_SIZE(codes) > 0)
-        instrument_codes(codes);
+        instrument_codes(codes, version);
     Py_XDECREF(codes);
     PyErr_Clear();
     gl_err_give(pending);

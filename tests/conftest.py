@@ -1,0 +1,116 @@
+"""Shared fixtures for the CPython glue tests (tests/test_*.py).
+
+The suite runs against whatever ``goloop`` is importable -- the source tree
+with PYTHONPATH set, or a pip-installed package.  Subprocesses started by the
+tests import the very same package: ``run_python`` puts the directory this
+process imported goloop from on the child's PYTHONPATH (unless it is a
+site-packages directory, which the child finds by itself), and runs the child
+with -P so that the current directory cannot shadow it.
+
+Fixtures here are opt-in (no autouse), so they do not touch tests/runtime/.
+"""
+import gc
+import os
+import site
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def _goloop_parent():
+    import goloop
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(goloop.__file__)))
+
+
+def subprocess_env(extra=None, drop=("GOLOOP_STACK_SIZE",)):
+    """Environment for a child interpreter that imports this goloop."""
+    env = dict(os.environ)
+    for name in drop:
+        env.pop(name, None)
+    parent = _goloop_parent()
+    site_dirs = set(site.getsitepackages() + [site.getusersitepackages()])
+    if parent not in site_dirs:
+        old = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = parent + (os.pathsep + old if old else "")
+    env.setdefault("PYTHONFAULTHANDLER", "1")   # a crash shows a traceback
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _run(argv, env, timeout, cwd):
+    # -P: the current directory does not go on sys.path, so a source tree's
+    # goloop/ (no compiled modules) cannot shadow the package under test.
+    return subprocess.run(
+        [sys.executable, "-P", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(env),
+        cwd=cwd,
+    )
+
+
+def _run_python(code, *args, env=None, timeout=120, cwd=None):
+    """Run `code` (dedented) in a fresh interpreter; CompletedProcess (text)."""
+    return _run(["-c", textwrap.dedent(code), *args], env, timeout, cwd)
+
+
+def _run_module(module, *args, env=None, timeout=120, cwd=None):
+    """python -m module *args in a fresh interpreter."""
+    return _run(["-m", module, *args], env, timeout, cwd)
+
+
+@pytest.fixture
+def run_python():
+    """run_python(code, *argv, env=None, timeout=120, cwd=None)."""
+    return _run_python
+
+
+@pytest.fixture
+def run_module():
+    """run_module(module, *argv, env=None, timeout=120, cwd=None)."""
+    return _run_module
+
+
+@pytest.fixture
+def no_leftover_goroutines():
+    """Fail a test that leaves started, unfinished goroutines behind (other
+    than those the module keeps forever in _unkillable by design)."""
+    import goloop
+
+    def live():
+        gc.collect()
+        keep = {id(g) for g in goloop._goloop._unkillable}
+        return [g for g in goloop.goroutines() if id(g) not in keep]
+
+    before = {id(g) for g in live()}
+    yield
+    left = [g for g in live() if id(g) not in before]
+    assert not left, f"test left goroutines behind: {left}"
+
+
+@pytest.fixture
+def unraisables(monkeypatch):
+    """List collecting what sys.unraisablehook receives during the test
+    (as (exc_type, exc_value, err_msg, object) tuples)."""
+    seen = []
+
+    def hook(u):
+        seen.append((u.exc_type, u.exc_value, u.err_msg, u.object))
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    return seen
+
+
+@pytest.fixture
+def default_stack_size():
+    """Restore the default goroutine stack size after the test."""
+    import goloop
+
+    saved = goloop.get_default_stack_size()
+    yield saved
+    goloop.set_default_stack_size(saved)
