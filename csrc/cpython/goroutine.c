@@ -369,6 +369,13 @@ goroutine_finalize(PyObject *op)
     GoroutineObject *self = (GoroutineObject *)op;
     if (self->g.status != GL_G_PARKED)
         return;
+    if (self->state->goroutine_exit == NULL) {
+        /* The module was torn down (interpreter exit): there is nothing
+         * left to unwind it with.  Keep it, and its stack, until the
+         * process ends rather than free memory a live stack points to. */
+        Py_INCREF(op);
+        return;
+    }
     PyObject *pending = gl_err_take();
     if (self->g.owner != gl_thread_id()) {
         goroutine_keep_forever(self,
