@@ -20,6 +20,13 @@ from setuptools.command.build_ext import build_ext
 
 RUNTIME_C = ["csrc/runtime/stack.c", "csrc/runtime/proc.c", "csrc/runtime/overflow.c"]
 RUNTIME_ASM = ["csrc/runtime/asm_amd64.S", "csrc/runtime/asm_arm64.S"]
+# Headers, so that changing one rebuilds (setuptools tracks only sources).
+HEADERS = sorted(
+    os.path.join(d, f)
+    for d in ("csrc/runtime", "csrc/cpython")
+    for f in os.listdir(d)
+    if f.endswith(".h")
+)
 GLUE_C = sorted(
     os.path.join("csrc/cpython", f) for f in os.listdir("csrc/cpython") if f.endswith(".c")
 )
@@ -42,6 +49,7 @@ goloop_ext = Extension(
     "goloop._goloop",
     sources=GLUE_C + RUNTIME_C + RUNTIME_ASM,
     include_dirs=["csrc/runtime", "csrc/cpython"],
+    depends=HEADERS,
     extra_compile_args=WARNINGS + OPT,
     libraries=["pthread"],
 )

@@ -1,8 +1,12 @@
 """goloop — an asyncio event loop whose tasks run as goroutines.
 
-This stage provides the goroutine runtime for CPython: ``Goroutine`` runs a
-Python callable on a native stack of its own, ``park()`` suspends it, and
-``resume()``/``throw()`` continue it.  See README.md.
+    goloop.run(main())                                        # preferred
+    asyncio.run(main(), loop_factory=goloop.new_event_loop)
+    asyncio.set_event_loop_policy(goloop.EventLoopPolicy())
+
+Underneath, ``Goroutine`` runs a Python callable on a native stack of its
+own, ``park()`` suspends it, and ``resume()``/``throw()`` continue it.  See
+README.md.
 """
 import os as _os
 import sys as _sys
@@ -60,7 +64,15 @@ def _apply_env():
 
 _apply_env()
 
+from ._api import EventLoopPolicy, install, new_event_loop, run  # noqa: E402
+from .loop import EventLoop  # noqa: E402
+
 __all__ = [
+    "EventLoop",
+    "EventLoopPolicy",
+    "install",
+    "new_event_loop",
+    "run",
     "Goroutine",
     "GoroutineError",
     "GoroutineExit",

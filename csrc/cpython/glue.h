@@ -5,6 +5,7 @@
  *   module.c     module definition, state, module-level functions
  *   goroutine.c  the Goroutine type: run a Python callable on a goroutine,
  *                resume/park/throw, unwinding when collected, the registry
+ *   steps.c      the event loop's task steps run on pooled worker goroutines
  *   pystate.[ch] the per-stack interpreter state saved on each switch
  *   pyinternal.c the one value read from CPython's internal structures
  *
@@ -22,6 +23,13 @@
  * the reserve and a useful recursion budget. */
 #define GL_PY_STACK_MIN (64 * 1024)
 
+/* C stack kept out of a goroutine's recursion budget: its entry frames, the
+ * C calls between recursion checks, signal frames (an xsave area alone can
+ * take 3 KiB) — plus the levels of headroom CPython allows for handling a
+ * RecursionError.  See c_budget() in goroutine.c. */
+#define GL_STACK_RESERVE (32 * 1024)
+#define GL_HEADROOM_LEVELS 60
+
 typedef struct GoroutineObject GoroutineObject;
 
 typedef struct {
@@ -31,6 +39,12 @@ typedef struct {
     PyObject *unkillable;            /* list: parked goroutines that could
                                         not be unwound; kept alive forever */
     PyObject *str_qualname;          /* interned "__qualname__" */
+    PyObject *str_idle;              /* interned "idle" */
+    PyObject *step_ready;            /* sentinels a step worker parks with */
+    PyObject *step_done;
+    PyObject *step_worker;           /* the worker function (builtin) */
+    PyObject *handle_run;            /* asyncio.events.Handle._run */
+    PyObject *step_pool;             /* threading.local with .idle: list */
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
     gl_chunk_cache chunks;
@@ -54,6 +68,18 @@ struct GoroutineObject {
 };
 
 extern PyType_Spec gl_goroutine_spec;
+
+/* g.resume(value): new reference, or NULL with an exception set. */
+PyObject *gl_goroutine_resume(GoroutineObject *self, PyObject *value);
+/* Goroutine(func, name=name) (new reference). */
+GoroutineObject *gl_goroutine_create(gl_module_state *st, PyObject *func,
+                                     const char *name, size_t stack_size);
+
+/* steps.c: module functions and state. */
+extern PyMethodDef gl_steps_methods[];
+int gl_steps_init(PyObject *module, gl_module_state *st);
+int gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg);
+void gl_steps_clear(gl_module_state *st);
 
 /* park(value=None): the module-level function. */
 PyObject *gl_goroutine_park(gl_module_state *st, PyObject *value);

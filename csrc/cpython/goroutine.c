@@ -33,20 +33,16 @@
 #include <stddef.h>
 #include <structmember.h>   /* T_PYSSIZET, READONLY on 3.11 */
 
-/* C stack kept out of the recursion budget: the goroutine's entry frames,
- * the C calls between recursion checks, signal frames (an xsave area alone
- * can take 3 KiB), and the 50 levels of headroom CPython allows for
- * handling a RecursionError. */
-#define STACK_RESERVE (32 * 1024)
-#define HEADROOM_LEVELS 60
-
+/* The C recursion budget of a goroutine: the levels its stack holds at
+ * gl_pystate_bytes_per_c_level() each, less GL_STACK_RESERVE and
+ * GL_HEADROOM_LEVELS (glue.h). */
 static int
 c_budget(const GoroutineObject *self)
 {
     size_t per = gl_pystate_bytes_per_c_level();
     size_t size = self->g.stack_size;
-    long levels = size > STACK_RESERVE ? (long)((size - STACK_RESERVE) / per) : 0;
-    levels -= HEADROOM_LEVELS;
+    long levels = size > GL_STACK_RESERVE ? (long)((size - GL_STACK_RESERVE) / per) : 0;
+    levels -= GL_HEADROOM_LEVELS;
     if (levels < 20)
         levels = 20;
     if (levels > INT_MAX / 2)
@@ -223,6 +219,12 @@ goroutine_switch(GoroutineObject *self, PyObject *value, PyObject *exc)
 }
 
 PyObject *
+gl_goroutine_resume(GoroutineObject *self, PyObject *value)
+{
+    return goroutine_switch(self, value, NULL);
+}
+
+PyObject *
 gl_goroutine_park(gl_module_state *st, PyObject *value)
 {
     GoroutineObject *self = gl_goroutine_current();
@@ -335,6 +337,23 @@ goroutine_init(GoroutineObject *self, PyObject *args, PyObject *kwds)
     self->func = Py_NewRef(func);
     self->context = context == Py_None ? NULL : Py_NewRef(context);
     return 0;
+}
+
+GoroutineObject *
+gl_goroutine_create(gl_module_state *st, PyObject *func, const char *name,
+                    size_t stack_size)
+{
+    PyObject *kw = stack_size
+        ? Py_BuildValue("{s:s,s:n}", "name", name, "stack_size", (Py_ssize_t)stack_size)
+        : Py_BuildValue("{s:s}", "name", name);
+    if (kw == NULL)
+        return NULL;
+    PyObject *args = PyTuple_Pack(1, func);
+    PyObject *g = args ? PyObject_Call((PyObject *)st->goroutine_type, args, kw)
+                       : NULL;
+    Py_XDECREF(args);
+    Py_DECREF(kw);
+    return (GoroutineObject *)g;
 }
 
 static PyObject *

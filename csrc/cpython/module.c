@@ -2,7 +2,8 @@
  * module.c — goloop._goloop, the C-API module over the goroutine runtime.
  *
  * Module-level functions: park(), current(), goroutines(), stack-size
- * settings, stats().  The Goroutine type is in goroutine.c.  State lives in
+ * settings, stats(); the task-step runner's functions come from steps.c.
+ * The Goroutine type is in goroutine.c.  State lives in
  * the module (gl_module_state), not in C globals; the runtime below keeps
  * process-wide state of its own (the stack cache), so the module refuses to
  * load into a subinterpreter with its own GIL.
@@ -182,6 +183,9 @@ module_exec(PyObject *module)
             || PyModule_AddObjectRef(module, "GoroutineExit",
                                      st->goroutine_exit) < 0)
         return -1;
+    if (PyModule_AddFunctions(module, gl_steps_methods) < 0
+            || gl_steps_init(module, st) < 0)
+        return -1;
     st->str_qualname = PyUnicode_InternFromString("__qualname__");
     if (st->str_qualname == NULL)
         return -1;
@@ -204,6 +208,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->goroutine_error);
     Py_VISIT(st->goroutine_exit);
     Py_VISIT(st->unkillable);
+    int r = gl_steps_traverse(st, visit, arg);
+    if (r != 0)
+        return r;
     return 0;
 }
 
@@ -216,6 +223,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->goroutine_exit);
     Py_CLEAR(st->unkillable);
     Py_CLEAR(st->str_qualname);
+    gl_steps_clear(st);
     return 0;
 }
 

@@ -71,9 +71,9 @@ typedef struct gl_pystate {
     _PyCFrame *cframe;
 #endif
 #ifdef GL_PY311
-    int recursion_remaining;
+    int recursion_depth;             /* limit - remaining (see restore) */
 #else
-    int py_recursion_remaining;
+    int py_recursion_depth;          /* limit - remaining (see restore) */
     int c_recursion_remaining;
 #endif
     int recursion_headroom;
@@ -130,9 +130,9 @@ gl_pystate_save(PyThreadState *ts, gl_pystate *st)
     st->cframe = ts->cframe;
 #endif
 #ifdef GL_PY311
-    st->recursion_remaining = ts->recursion_remaining;
+    st->recursion_depth = ts->recursion_limit - ts->recursion_remaining;
 #else
-    st->py_recursion_remaining = ts->py_recursion_remaining;
+    st->py_recursion_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
     st->c_recursion_remaining = ts->c_recursion_remaining;
 #endif
     st->recursion_headroom = ts->recursion_headroom;
@@ -172,10 +172,14 @@ gl_pystate_restore(PyThreadState *ts, const gl_pystate *st)
     ts->cframe = st->cframe;
     ts->cframe->use_tracing = use_tracing;
 #endif
+    /* The Python recursion count is kept as a depth, as CPython's own
+     * sys.setrecursionlimit() does for every thread: a limit changed while
+     * this stack was suspended applies to it with its depth intact.  (The C
+     * count is a budget from the stack size and needs no such care.) */
 #ifdef GL_PY311
-    ts->recursion_remaining = st->recursion_remaining;
+    ts->recursion_remaining = ts->recursion_limit - st->recursion_depth;
 #else
-    ts->py_recursion_remaining = st->py_recursion_remaining;
+    ts->py_recursion_remaining = ts->py_recursion_limit - st->py_recursion_depth;
     ts->c_recursion_remaining = st->c_recursion_remaining;
 #endif
     ts->recursion_headroom = st->recursion_headroom;

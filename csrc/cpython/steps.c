@@ -1,0 +1,215 @@
+/*
+ * steps.c — asyncio task steps run on pooled worker goroutines.
+ *
+ * The event loop (goloop/loop.py) marks the Handle of each task step as a
+ * GoroutineHandle, whose _run calls run_step(handle) here.  A step runs on a
+ * worker: a goroutine looping on
+ *
+ *     handle = park(READY)
+ *     while True: Handle._run(handle); handle = park(DONE)
+ *
+ * so a step costs one resume/park round trip and no Python frame of
+ * goloop's own.  Idle workers sit in a per-thread pool (a threading.local
+ * made by goloop/_steps.py, attribute `idle`, a list): a goroutine belongs
+ * to the thread that started it, and the pool dies with its thread.  A
+ * worker whose step did not finish (it parked for another reason: later
+ * stages preempt steps) is not put back; whoever parked it owns it.
+ *
+ * Recursion: a parked worker keeps its Python depth across a change of
+ * sys.setrecursionlimit() (pystate.h restores depths), so its budget follows
+ * the limit.  On 3.11 Python and C levels share that counter, and a budget
+ * above what the worker's stack holds would end in the guard page instead
+ * of RecursionError; so on 3.11 workers get a stack sized for the current
+ * limit, and a pooled worker whose stack is too small for it is dropped.
+ *
+ * Exceptions: Handle._run reports an Exception to the loop's exception
+ * handler itself; a BaseException (KeyboardInterrupt, SystemExit) ends the
+ * worker and comes out of _run into the loop, as on stock asyncio.
+ */
+#include "glue.h"
+
+#if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
+
+#define POOL_MAX 64
+
+/* The body of every worker goroutine. */
+static PyObject *
+step_worker(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    gl_module_state *st = PyModule_GetState(module);
+    PyObject *handle = gl_goroutine_park(st, st->step_ready);
+    while (handle != NULL) {
+        PyObject *r = PyObject_CallOneArg(st->handle_run, handle);
+        Py_DECREF(handle);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        handle = gl_goroutine_park(st, st->step_done);
+    }
+    return NULL;   /* thrown into (GoroutineExit when the pool is dropped) */
+}
+
+static PyObject *
+pool_list(gl_module_state *st)
+{
+    PyObject *idle = PyObject_GetAttr(st->step_pool, st->str_idle);
+    if (idle != NULL && !PyList_CheckExact(idle)) {
+        Py_DECREF(idle);
+        PyErr_SetString(PyExc_TypeError, "step pool's idle must be a list");
+        return NULL;
+    }
+    return idle;
+}
+
+/* Stack a worker needs for the current recursion limit; 0: the default. */
+static size_t
+worker_stack_size(void)
+{
+#ifdef GL_PY311
+    size_t need = (size_t)Py_GetRecursionLimit() * gl_pystate_bytes_per_c_level()
+                  + GL_STACK_RESERVE
+                  + GL_HEADROOM_LEVELS * gl_pystate_bytes_per_c_level();
+    if (need <= gl_default_stack_size())
+        return 0;
+    need = (need + 0xFFFF) & ~(size_t)0xFFFF;
+    return need < GL_STACK_MAX ? need : GL_STACK_MAX;
+#else
+    return 0;
+#endif
+}
+
+static GoroutineObject *
+worker_take(gl_module_state *st, PyObject *idle)
+{
+    size_t need = worker_stack_size();
+    Py_ssize_t n;
+    while ((n = PyList_GET_SIZE(idle)) > 0) {
+        GoroutineObject *w = (GoroutineObject *)Py_NewRef(PyList_GET_ITEM(idle, n - 1));
+        if (PyList_SetSlice(idle, n - 1, n, NULL) < 0) {
+            Py_DECREF(w);
+            return NULL;
+        }
+        if (w->g.stack_size >= need)
+            return w;
+        Py_DECREF(w);   /* too small for the limit now: unwound and freed */
+    }
+    GoroutineObject *w = gl_goroutine_create(st, st->step_worker, "goloop-step",
+                                             need);
+    if (w == NULL)
+        return NULL;
+    PyObject *r = gl_goroutine_resume(w, Py_None);
+    if (r != st->step_ready) {
+        if (r != NULL)
+            PyErr_SetString(st->goroutine_error, "step worker did not start");
+        Py_XDECREF(r);
+        Py_DECREF(w);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return w;
+}
+
+static PyObject *
+run_step_in(gl_module_state *st, PyObject *handle)
+{
+    PyObject *idle = pool_list(st);
+    if (idle == NULL)
+        return NULL;
+    GoroutineObject *w = worker_take(st, idle);
+    if (w == NULL) {
+        Py_DECREF(idle);
+        return NULL;
+    }
+    PyObject *r = gl_goroutine_resume(w, handle);
+    int ok = r != NULL;
+    if (r == st->step_done && PyList_GET_SIZE(idle) < POOL_MAX)
+        ok = PyList_Append(idle, (PyObject *)w) == 0;
+    Py_XDECREF(r);
+    Py_DECREF(w);
+    Py_DECREF(idle);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_run_step(PyObject *module, PyObject *handle)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (st->step_pool == NULL) {
+        PyErr_SetString(st->goroutine_error,
+                        "run_step() before _setup_steps()");
+        return NULL;
+    }
+    return run_step_in(st, handle);
+}
+
+static PyObject *
+mod_setup_steps(PyObject *module, PyObject *args)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    PyObject *handle_run, *pool;
+    if (!PyArg_ParseTuple(args, "OO:_setup_steps", &handle_run, &pool))
+        return NULL;
+    if (!PyCallable_Check(handle_run)) {
+        PyErr_SetString(PyExc_TypeError, "handle_run must be callable");
+        return NULL;
+    }
+    Py_XSETREF(st->handle_run, Py_NewRef(handle_run));
+    Py_XSETREF(st->step_pool, Py_NewRef(pool));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef step_worker_def = {
+    "step_worker", step_worker, METH_NOARGS,
+    "The loop every step worker goroutine runs."
+};
+
+PyMethodDef gl_steps_methods[] = {
+    {"run_step", mod_run_step, METH_O,
+     "run_step(handle, /)\n--\n\nRun handle (a task step) on a worker "
+     "goroutine from this thread's pool."},
+    {"_setup_steps", mod_setup_steps, METH_VARARGS,
+     "_setup_steps(handle_run, pool, /)\n--\n\nWhat run_step() calls on "
+     "the worker (asyncio.events.Handle._run) and the per-thread pool (a "
+     "threading.local whose `idle` is a list)."},
+    {NULL, NULL, 0, NULL}
+};
+
+int
+gl_steps_init(PyObject *module, gl_module_state *st)
+{
+    st->str_idle = PyUnicode_InternFromString("idle");
+    st->step_ready = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    st->step_done = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    st->step_worker = PyCFunction_NewEx(&step_worker_def, module, NULL);
+    if (st->str_idle == NULL || st->step_ready == NULL
+            || st->step_done == NULL || st->step_worker == NULL)
+        return -1;
+    return 0;
+}
+
+int
+gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->step_ready);
+    Py_VISIT(st->step_done);
+    Py_VISIT(st->step_worker);
+    Py_VISIT(st->handle_run);
+    Py_VISIT(st->step_pool);
+    return 0;
+}
+
+void
+gl_steps_clear(gl_module_state *st)
+{
+    Py_CLEAR(st->str_idle);
+    Py_CLEAR(st->step_ready);
+    Py_CLEAR(st->step_done);
+    Py_CLEAR(st->step_worker);
+    Py_CLEAR(st->handle_run);
+    Py_CLEAR(st->step_pool);
+}
+
+#endif

@@ -1,0 +1,74 @@
+"""The entry points users switch to goloop with, shaped like uvloop's."""
+import asyncio
+import inspect
+import sys
+import warnings
+
+from .loop import EventLoop
+
+
+# EventLoop's keyword-only options (goroutines=...).
+_OPTIONS = frozenset(
+    p.name
+    for p in inspect.signature(EventLoop.__init__).parameters.values()
+    if p.kind is p.KEYWORD_ONLY
+)
+
+
+def new_event_loop(**options):
+    """A new goloop EventLoop; options are EventLoop's (goroutines=...)."""
+    # Reject unknown options before the loop object exists: EventLoop(bad=1)
+    # fails binding its arguments after __new__, and the half-made loop's
+    # __del__ then reports an AttributeError ('_closed') as unraisable.
+    for name in options:
+        if name not in _OPTIONS:
+            raise TypeError(f"new_event_loop() got an unexpected keyword argument {name!r}")
+    return EventLoop(**options)
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio.set_event_loop_policy(goloop.EventLoopPolicy()) makes every
+    loop the policy creates a goloop EventLoop."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self._options = options
+
+    def _loop_factory(self):
+        return new_event_loop(**self._options)
+
+
+class NotACoroutineError(TypeError, ValueError):
+    """run() was given something that is not a coroutine.
+
+    asyncio.run() raises ValueError for this and uvloop.run() TypeError;
+    this is both, so code written for either catches it."""
+
+
+def run(main, *, debug=None, **options):
+    """Run coroutine main on a new goloop loop and return its result, as
+    asyncio.run() does (cancelling leftover tasks, shutting down async
+    generators and the default executor, closing the loop)."""
+    # Same checks, same order and messages as asyncio.run(): a running loop
+    # first (Runner.run would say "Runner.run() cannot be called ..."), then
+    # the argument.
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+    if not asyncio.iscoroutine(main):
+        raise NotACoroutineError(f"a coroutine was expected, got {main!r}")
+    with asyncio.Runner(debug=debug, loop_factory=lambda: new_event_loop(**options)) as runner:
+        return runner.run(main)
+
+
+def install():
+    """Make goloop the event loop asyncio creates (sets the policy).
+
+    Deprecated on Python 3.12+, as uvloop.install() is: use goloop.run(),
+    or asyncio.run(main, loop_factory=goloop.new_event_loop)."""
+    if sys.version_info >= (3, 12):
+        warnings.warn(
+            "goloop.install() is deprecated in favor of goloop.run() starting with Python 3.12.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    asyncio.set_event_loop_policy(EventLoopPolicy())
