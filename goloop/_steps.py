@@ -39,6 +39,28 @@ _goloop._setup_steps(events.Handle._run, _Pool())
 run_on_goroutine = _goloop.run_step
 
 
+class GoroutineSteps:
+    """Mixin for a BaseEventLoop subclass: its task steps run on goroutines.
+
+    goloop.EventLoop is built from it; so can any other loop class (the
+    conformance runner mixes it into CPython's virtual-clock test loop).
+    Set _goroutines = False on an instance to run steps inline."""
+
+    _goroutines = True
+
+    def _call_soon(self, callback, args, context):
+        handle = super()._call_soon(callback, args, context)
+        if handle._source_traceback:
+            # Debug mode: the Handle recorded the stack from this override's
+            # frame up.  call_soon()/call_soon_threadsafe() drop one entry
+            # (their stock _call_soon's); drop ours too, so the caller's line
+            # is last, as on stock (repr "created at", exception contexts).
+            del handle._source_traceback[-1]
+        if self._goroutines and is_task_step(callback):
+            handle.__class__ = GoroutineHandle
+        return handle
+
+
 class GoroutineHandle(events.Handle):
     """A Handle whose callback, a task step, runs on a worker goroutine."""
 

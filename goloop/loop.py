@@ -11,7 +11,7 @@ import asyncio
 from . import _steps
 
 
-class EventLoop(asyncio.SelectorEventLoop):
+class EventLoop(_steps.GoroutineSteps, asyncio.SelectorEventLoop):
     """An asyncio event loop that runs every task step on a goroutine.
 
     goroutines=False runs steps inline on the loop's stack, as stock asyncio
@@ -21,18 +21,6 @@ class EventLoop(asyncio.SelectorEventLoop):
     def __init__(self, selector=None, *, goroutines=True):
         super().__init__(selector)
         self._goroutines = bool(goroutines)
-
-    def _call_soon(self, callback, args, context):
-        handle = super()._call_soon(callback, args, context)
-        if handle._source_traceback:
-            # Debug mode: the Handle recorded the stack from this override's
-            # frame up.  call_soon()/call_soon_threadsafe() drop one entry
-            # (their stock _call_soon's); drop ours too, so the caller's line
-            # is last, as on stock (repr "created at", exception contexts).
-            del handle._source_traceback[-1]
-        if self._goroutines and _steps.is_task_step(callback):
-            handle.__class__ = _steps.GoroutineHandle
-        return handle
 
     def __repr__(self):
         return (

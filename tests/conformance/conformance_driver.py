@@ -49,8 +49,10 @@ module's tearDownModule (and many tests) call set_event_loop_policy(None),
 after which asyncio instantiates asyncio.DefaultEventLoopPolicy again.  So
 asyncio.new_event_loop(), asyncio.run(), asyncio.Runner and
 unittest.IsolatedAsyncioTestCase all get goloop loops.  Loops the tests build
-otherwise (test_utils.TestLoop with its virtual clock, subclasses or mocks of
-BaseEventLoop / BaseSelectorEventLoop) stay what they are.  The driver
+otherwise stay what they are (subclasses or mocks of BaseEventLoop /
+BaseSelectorEventLoop), except test_utils.TestLoop, the virtual-clock loop of
+test_tasks and test_futures, which gets goloop's task-step routing mixed in
+(goloop._steps.GoroutineSteps).  The driver
 counts the goloop loops created (per test and in total) and the task steps
 that ran on goroutines, and checks with asyncio.run() before the suite that
 task steps run on goroutines, so the parent can check that goloop really ran.
@@ -206,6 +208,17 @@ def install_goloop():
 
         steps.run_on_goroutine = counting_run
         _counters["goroutine_steps"] = 0
+
+    # CPython's virtual-clock test loop (test_tasks, test_futures, ...) gets
+    # goloop's task-step routing mixed in, so those tests run their task
+    # steps on goroutines too.
+    from test.test_asyncio import utils as test_utils
+
+    class GoloopTestLoop(goloop._steps.GoroutineSteps, test_utils.TestLoop):
+        pass
+
+    GoloopTestLoop.__name__ = GoloopTestLoop.__qualname__ = "TestLoop"
+    test_utils.TestLoop = GoloopTestLoop
 
     asyncio.DefaultEventLoopPolicy = goloop.EventLoopPolicy
     asyncio.set_event_loop_policy(goloop.EventLoopPolicy())
