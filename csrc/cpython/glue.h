@@ -63,6 +63,16 @@ struct GoroutineObject {
     gl_pystate *saved;               /* its saved state while parked (on
                                         its own stack) */
     PyObject *name;                  /* str, for repr and fatal messages */
+    _PyErr_StackItem *root_exc;      /* bottom of its exception stack (on
+                                        its own stack) while started */
+    int inherit_exc_info;            /* chain that bottom to the resumer's
+                                        exception stack on every resume, so
+                                        sys.exc_info() and __context__ see
+                                        what the resumer is handling, as a
+                                        task step sees on stock asyncio (set
+                                        for step workers; plain goroutines
+                                        stay isolated).  Stale while parked,
+                                        when nothing walks it. */
     PyObject *weakreflist;
     GoroutineObject *reg_prev, *reg_next;
 };

@@ -118,8 +118,12 @@ goroutine_main(void *arg)
     self->func = NULL;
     self->context = NULL;
 
+    _PyErr_StackItem *outer = ts->exc_info;   /* the resumer's */
     gl_pystate_enter_fresh(ts, &root, context, c_budget(self), &st->chunks);
     Py_XDECREF(context);
+    self->root_exc = &root.exc_item;
+    if (self->inherit_exc_info)
+        root.exc_item.previous_item = outer;
     Py_CLEAR(self->transfer);    /* the first resume's value is not used */
 
     PyObject *result = PyObject_CallNoArgs(func);
@@ -129,6 +133,7 @@ goroutine_main(void *arg)
     else
         self->exc = gl_err_take();
     registry_remove(self);
+    self->root_exc = NULL;
     gl_pystate_exit(ts, &root, &st->chunks);
     /* Returning ends the goroutine: the runtime releases this stack from
      * the parent's stack and continues the parent. */
@@ -187,6 +192,8 @@ goroutine_switch(GoroutineObject *self, PyObject *value, PyObject *exc)
     Py_XSETREF(self->exc, exc);
     Py_CLEAR(self->top_frame);
 
+    if (self->inherit_exc_info && self->root_exc != NULL)
+        self->root_exc->previous_item = ts->exc_info;   /* see glue.h */
     gl_pystate_save(ts, &saved);
     int err = gl_resume(&self->g, 0, NULL);
     /* Take what travelled back before the restore, which may run Python

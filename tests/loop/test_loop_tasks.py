@@ -1172,14 +1172,6 @@ def test_thread_exit_frees_its_workers(run_python):
     assert "Error" not in r.stderr and "Exception" not in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C glue: a goroutine starts with an exception chain of its own, so a task "
-    "step does not see the exception being handled by the code that runs the loop "
-    "(stock: sys.exc_info() in the step and __context__ of exceptions raised there "
-    "show it); the glue would have to link its root exc_info item to the resumer's "
-    "chain on every resume (csrc/cpython/pystate.c)",
-)
 def test_exc_info_of_the_code_running_the_loop_is_visible_in_steps():
     async def main():
         seen = repr(sys.exc_info()[1])
