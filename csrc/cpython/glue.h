@@ -65,14 +65,17 @@ struct GoroutineObject {
     PyObject *name;                  /* str, for repr and fatal messages */
     _PyErr_StackItem *root_exc;      /* bottom of its exception stack (on
                                         its own stack) while started */
-    int inherit_exc_info;            /* chain that bottom to the resumer's
-                                        exception stack on every resume, so
-                                        sys.exc_info() and __context__ see
-                                        what the resumer is handling, as a
-                                        task step sees on stock asyncio (set
-                                        for step workers; plain goroutines
-                                        stay isolated).  Stale while parked,
-                                        when nothing walks it. */
+    int step_worker;                 /* an event-loop step worker (steps.c):
+                                        (1) on every resume its exception
+                                        stack is chained below the
+                                        resumer's, so sys.exc_info() and
+                                        __context__ in a task step see what
+                                        the loop's runner is handling, as on
+                                        stock asyncio (plain goroutines stay
+                                        isolated; the link is stale while
+                                        parked, when nothing walks it);
+                                        (2) user code in a step may not
+                                        park() it: steps suspend by await */
     PyObject *weakreflist;
     GoroutineObject *reg_prev, *reg_next;
 };

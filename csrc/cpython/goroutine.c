@@ -122,7 +122,7 @@ goroutine_main(void *arg)
     gl_pystate_enter_fresh(ts, &root, context, c_budget(self), &st->chunks);
     Py_XDECREF(context);
     self->root_exc = &root.exc_item;
-    if (self->inherit_exc_info)
+    if (self->step_worker)
         root.exc_item.previous_item = outer;
     Py_CLEAR(self->transfer);    /* the first resume's value is not used */
 
@@ -192,7 +192,7 @@ goroutine_switch(GoroutineObject *self, PyObject *value, PyObject *exc)
     Py_XSETREF(self->exc, exc);
     Py_CLEAR(self->top_frame);
 
-    if (self->inherit_exc_info && self->root_exc != NULL)
+    if (self->step_worker && self->root_exc != NULL)
         self->root_exc->previous_item = ts->exc_info;   /* see glue.h */
     gl_pystate_save(ts, &saved);
     int err = gl_resume(&self->g, 0, NULL);

@@ -32,7 +32,16 @@ mod_park(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      "park() takes at most 1 argument (%zd given)", nargs);
         return NULL;
     }
-    return gl_goroutine_park(get_state(module), nargs ? args[0] : Py_None);
+    gl_module_state *st = get_state(module);
+    GoroutineObject *cur = gl_goroutine_current();
+    if (cur != NULL && cur->step_worker) {
+        PyErr_SetString(st->goroutine_error,
+                        "park() cannot be called inside an asyncio task step: "
+                        "the step runs on the event loop's worker goroutine; "
+                        "suspend a task with await");
+        return NULL;
+    }
+    return gl_goroutine_park(st, nargs ? args[0] : Py_None);
 }
 
 static PyObject *

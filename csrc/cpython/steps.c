@@ -98,7 +98,7 @@ worker_take(gl_module_state *st, PyObject *idle)
                                              need);
     if (w == NULL)
         return NULL;
-    w->inherit_exc_info = 1;   /* steps see the loop runner's exception */
+    w->step_worker = 1;   /* see glue.h */
     PyObject *r = gl_goroutine_resume(w, Py_None);
     if (r != st->step_ready) {
         if (r != NULL)

@@ -1232,3 +1232,18 @@ def test_debug_source_tracebacks_end_at_the_caller():
 
 def cb_noop():
     pass
+
+
+def test_park_inside_a_task_step_is_refused_and_nested_goroutines_still_park():
+    async def main():
+        with pytest.raises(goloop.GoroutineError, match="inside an asyncio task step"):
+            goloop.park()
+        # a goroutine of the task's own, resumed from the step, parks as usual
+        g = goloop.Goroutine(lambda: goloop.park("inner") + "!")
+        first = g.resume()
+        second = g.resume("done")
+        await asyncio.sleep(0)   # the worker is still usable afterwards
+        return first, second, goloop.current() is not None
+
+    assert goloop.run(main()) == ("inner", "done!", True)
+    assert goloop._goloop._unkillable == []
