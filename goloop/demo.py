@@ -4,8 +4,11 @@
    function), which neither generators nor coroutines can do: the whole
    native stack is kept and resumed later.
 2. Deep recursion on a goroutine raises RecursionError; it never crashes.
-3. The cost of a switch, against greenlet when it is installed.
+3. asyncio on goloop: every task step runs on a goroutine, and a task
+   suspended at an await holds no stack.
+4. The cost of a switch, against greenlet when it is installed.
 """
+import asyncio
 import sys
 import time
 
@@ -58,6 +61,28 @@ def demo_recursion():
     print(f"  stack of 64 KiB -> {goloop.Goroutine(recurse, stack_size=65536).resume()}")
 
 
+def demo_asyncio():
+    section("asyncio on goloop: 10,000 tasks")
+
+    async def worker(i, gate):
+        on_goroutine = goloop.current() is not None
+        await gate.wait()          # suspended here: no stack held
+        return on_goroutine
+
+    async def main():
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(worker(i, gate)) for i in range(10_000)]
+        await asyncio.sleep(0.01)
+        in_use = goloop.stats()["stacks_in_use"]
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        return type(asyncio.get_running_loop()).__name__, sum(results), in_use
+
+    loop_name, on_goroutines, in_use = goloop.run(main())
+    print(f"  loop: {loop_name}; steps that ran on a goroutine: {on_goroutines} of 10000")
+    print(f"  stacks in use while all 10,000 tasks were suspended: {in_use}")
+
+
 def best_round_trip_ns(switch, n=200_000, reps=5):
     """Best of `reps` runs of n calls to switch(), in ns per call."""
     switch()
@@ -98,6 +123,7 @@ def main():
     print(f"goloop {goloop.__version__} on Python {sys.version.split()[0]} ({goloop._goloop.ARCH})")
     demo_park_inside_c()
     demo_recursion()
+    demo_asyncio()
     demo_switch_cost()
     s = goloop.stats()
     print(f"\n  stacks mapped {s['stacks_mapped']}, reused {s['stacks_reused']}, in use {s['stacks_in_use']}")
