@@ -20,16 +20,15 @@ from setuptools.command.build_ext import build_ext
 
 RUNTIME_C = ["csrc/runtime/stack.c", "csrc/runtime/proc.c", "csrc/runtime/overflow.c"]
 RUNTIME_ASM = ["csrc/runtime/asm_amd64.S", "csrc/runtime/asm_arm64.S"]
+
+
+def _files(folder, suffix):
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(suffix))
+
+
 # Headers, so that changing one rebuilds (setuptools tracks only sources).
-HEADERS = sorted(
-    os.path.join(d, f)
-    for d in ("csrc/runtime", "csrc/cpython")
-    for f in os.listdir(d)
-    if f.endswith(".h")
-)
-GLUE_C = sorted(
-    os.path.join("csrc/cpython", f) for f in os.listdir("csrc/cpython") if f.endswith(".c")
-)
+HEADERS = _files("csrc/runtime", ".h") + _files("csrc/cpython", ".h")
+GLUE_C = _files("csrc/cpython", ".c")
 
 WARNINGS = ["-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 if os.environ.get("GOLOOP_DEBUG"):

@@ -64,6 +64,30 @@ def _run_module(module, *args, env=None, timeout=120, cwd=None):
     return _run(["-m", module, *args], env, timeout, cwd)
 
 
+def _recursion_depth_reached():
+    """How many levels of pure-Python recursion the running stack takes
+    before RecursionError."""
+    n = 0
+
+    def f():
+        nonlocal n
+        n += 1
+        f()
+
+    try:
+        f()
+    except RecursionError:
+        return n
+    raise AssertionError("no RecursionError")
+
+
+@pytest.fixture
+def recursion_depth():
+    """recursion_depth() -> levels reached on the running stack (see
+    _recursion_depth_reached)."""
+    return _recursion_depth_reached
+
+
 @pytest.fixture
 def run_python():
     """run_python(code, *argv, env=None, timeout=120, cwd=None)."""

@@ -245,7 +245,7 @@ def test_goroutine_sees_only_its_own_frames():
     assert "start" not in [fs.name for fs in traceback.extract_stack()]
 
 
-def test_recursion_counters_are_per_stack():
+def test_recursion_counters_are_per_stack(recursion_depth):
     # A goroutine parked deep in recursion does not eat the parent's budget,
     # and the parent recursing deeply does not eat the goroutine's.
     limit = sys.getrecursionlimit()
@@ -253,28 +253,15 @@ def test_recursion_counters_are_per_stack():
     def down(n, at_bottom):
         return at_bottom() if n == 0 else down(n - 1, at_bottom)
 
-    def max_depth():
-        n = 0
-
-        def f():
-            nonlocal n
-            n += 1
-            f()
-
-        try:
-            f()
-        except RecursionError:
-            return n
-
-    g = goloop.Goroutine(lambda: down(limit // 2, lambda: goloop.park("deep") or max_depth()))
+    g = goloop.Goroutine(lambda: down(limit // 2, lambda: goloop.park("deep") or recursion_depth()))
     assert g.resume() == "deep"
-    mine_before = max_depth()
+    mine_before = recursion_depth()
     assert mine_before > limit // 2                  # not reduced by the goroutine's depth
     # The goroutine, resumed from deep recursion here, still has exactly
     # its own half left.
     r = down(limit // 3, lambda: g.resume(False))
     assert limit // 2 - 20 <= r <= limit // 2 + 5, (r, limit)
-    assert max_depth() == mine_before
+    assert recursion_depth() == mine_before
 
 
 def test_threading_local_belongs_to_the_thread():

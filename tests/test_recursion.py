@@ -134,22 +134,7 @@ def test_deep_recursion_raises_recursion_error(run_python, kind, size):
     assert result["main_depth_after"] == result["main_depth_before"]
 
 
-def recursion_depth_reached():
-    n = 0
-
-    def f():
-        nonlocal n
-        n += 1
-        f()
-
-    try:
-        f()
-    except RecursionError:
-        return n
-    raise AssertionError("no RecursionError")
-
-
-def test_python_recursion_of_900_works_on_default_stack(default_stack_size):
+def test_python_recursion_of_900_works_on_default_stack(default_stack_size, recursion_depth):
     # Mostly about 3.11, where the C budget caps Python depth too: the
     # default stack must allow the default recursion limit.
     assert sys.getrecursionlimit() >= 1000
@@ -166,15 +151,15 @@ def test_python_recursion_of_900_works_on_default_stack(default_stack_size):
     assert g.resume("x") == (900, "x", 900)
     # And the limit is honest: RecursionError comes at the limit, not before.
     limit = sys.getrecursionlimit()
-    reached = goloop.Goroutine(recursion_depth_reached).resume()
+    reached = goloop.Goroutine(recursion_depth).resume()
     assert limit - 10 <= reached <= limit, (reached, limit)
 
 
-def test_recursion_limit_change_is_seen_by_goroutines():
+def test_recursion_limit_change_is_seen_by_goroutines(recursion_depth):
     old = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(300)
-        reached = goloop.Goroutine(recursion_depth_reached).resume()
+        reached = goloop.Goroutine(recursion_depth).resume()
         assert 290 <= reached <= 300, reached
     finally:
         sys.setrecursionlimit(old)

@@ -82,6 +82,8 @@ struct GoroutineObject {
 
 extern PyType_Spec gl_goroutine_spec;
 
+/* Stack bytes that give a goroutine a C recursion budget of `levels`. */
+size_t gl_goroutine_stack_for_levels(int levels);
 /* g.resume(value): new reference, or NULL with an exception set. */
 PyObject *gl_goroutine_resume(GoroutineObject *self, PyObject *value);
 /* Goroutine(func, name=name) (new reference). */

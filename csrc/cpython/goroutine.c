@@ -35,7 +35,15 @@
 
 /* The C recursion budget of a goroutine: the levels its stack holds at
  * gl_pystate_bytes_per_c_level() each, less GL_STACK_RESERVE and
- * GL_HEADROOM_LEVELS (glue.h). */
+ * GL_HEADROOM_LEVELS (glue.h).  gl_goroutine_stack_for_levels is its
+ * inverse. */
+size_t
+gl_goroutine_stack_for_levels(int levels)
+{
+    return GL_STACK_RESERVE
+           + (size_t)(levels + GL_HEADROOM_LEVELS) * gl_pystate_bytes_per_c_level();
+}
+
 static int
 c_budget(const GoroutineObject *self)
 {

@@ -217,10 +217,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->goroutine_error);
     Py_VISIT(st->goroutine_exit);
     Py_VISIT(st->unkillable);
-    int r = gl_steps_traverse(st, visit, arg);
-    if (r != 0)
-        return r;
-    return 0;
+    return gl_steps_traverse(st, visit, arg);
 }
 
 static int

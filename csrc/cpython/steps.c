@@ -67,9 +67,7 @@ static size_t
 worker_stack_size(void)
 {
 #ifdef GL_PY311
-    size_t need = (size_t)Py_GetRecursionLimit() * gl_pystate_bytes_per_c_level()
-                  + GL_STACK_RESERVE
-                  + GL_HEADROOM_LEVELS * gl_pystate_bytes_per_c_level();
+    size_t need = gl_goroutine_stack_for_levels(Py_GetRecursionLimit());
     if (need <= gl_default_stack_size())
         return 0;
     need = (need + 0xFFFF) & ~(size_t)0xFFFF;

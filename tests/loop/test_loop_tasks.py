@@ -952,21 +952,6 @@ def test_steps_of_many_loops_in_threads():
     assert results == {i: (True, "goloop-step") for i in range(4)}
 
 
-def _max_depth():
-    n = 0
-
-    def f():
-        nonlocal n
-        n += 1
-        f()
-
-    try:
-        f()
-    except RecursionError:
-        pass
-    return n
-
-
 @pytest.fixture
 def recursion_limit():
     saved = sys.getrecursionlimit()
@@ -975,14 +960,14 @@ def recursion_limit():
 
 
 @pytest.mark.parametrize("limit", [5000, 20000, 1000])
-def test_recursion_limit_raised_or_lowered_before_the_loop(recursion_limit, limit):
+def test_recursion_limit_raised_or_lowered_before_the_loop(recursion_limit, recursion_depth, limit):
     """The depth a task step can reach follows sys.getrecursionlimit() as on
     stock asyncio -- also when pooled workers were made under another limit
     (the parametrizations run one after the other in one process)."""
 
     async def main():
         await asyncio.sleep(0)
-        return _max_depth()
+        return recursion_depth()
 
     sys.setrecursionlimit(limit)
     stock, ours = run_both(main)
