@@ -18,7 +18,8 @@ import os
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-RUNTIME_C = ["csrc/runtime/stack.c", "csrc/runtime/proc.c", "csrc/runtime/overflow.c"]
+RUNTIME_C = ["csrc/runtime/stack.c", "csrc/runtime/proc.c", "csrc/runtime/overflow.c",
+             "csrc/runtime/sysmon.c"]
 RUNTIME_ASM = ["csrc/runtime/asm_amd64.S", "csrc/runtime/asm_arm64.S"]
 
 

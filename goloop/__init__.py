@@ -65,6 +65,7 @@ def _apply_env():
 _apply_env()
 
 from ._api import EventLoopPolicy, install, new_event_loop, run  # noqa: E402
+from ._preempt import PreemptionWarning, atomic  # noqa: E402
 from .loop import EventLoop  # noqa: E402
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "install",
     "new_event_loop",
     "run",
+    "atomic",
+    "PreemptionWarning",
     "Goroutine",
     "GoroutineError",
     "GoroutineExit",

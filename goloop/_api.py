@@ -4,6 +4,7 @@ import inspect
 import sys
 import warnings
 
+from . import _preempt
 from .loop import EventLoop
 
 
@@ -16,13 +17,16 @@ _OPTIONS = frozenset(
 
 
 def new_event_loop(**options):
-    """A new goloop EventLoop; options are EventLoop's (goroutines=...)."""
+    """A new goloop EventLoop; options are EventLoop's (preempt=True,
+    time_slice=None, goroutines=True)."""
     # Reject unknown options before the loop object exists: EventLoop(bad=1)
     # fails binding its arguments after __new__, and the half-made loop's
     # __del__ then reports an AttributeError ('_closed') as unraisable.
     for name in options:
         if name not in _OPTIONS:
             raise TypeError(f"new_event_loop() got an unexpected keyword argument {name!r}")
+    if options.get("time_slice") is not None:
+        _preempt.check_time_slice(options["time_slice"])
     return EventLoop(**options)
 
 

@@ -15,12 +15,23 @@ by a task — a task suspended at an await holds no stack at all.  This module
 gives steps.c the two things it takes from Python: Handle._run, which a
 worker calls, and the per-thread pool (a threading.local; a goroutine
 belongs to the thread that started it, and the pool dies with its thread).
+
+A step preempted for running past its time slice (_preempt.py) comes back
+out of run_step() as its worker, which waits in the loop's queue of
+preempted steps.  As in Go, where a preempted goroutine goes to the global
+run queue and newly ready ones run first, work that became ready meanwhile
+(I/O callbacks, timers, other tasks' steps) runs before a preempted step
+resumes — for at most one time slice, so that hogs still progress — and
+preempted steps resume one per loop iteration, round robin.  That keeps a
+light request's latency under one slice while several tasks compute.
 """
 import asyncio
+import collections
 import threading
+import time
 from asyncio import events
 
-from . import _goloop
+from . import _goloop, _preempt
 
 _task_types = (asyncio.Task, asyncio.tasks._PyTask)
 
@@ -37,6 +48,7 @@ class _Pool(threading.local):
 
 _goloop._setup_steps(events.Handle._run, _Pool())
 run_on_goroutine = _goloop.run_step
+resume_step = _goloop.resume_step
 
 
 class GoroutineSteps:
@@ -44,9 +56,51 @@ class GoroutineSteps:
 
     goloop.EventLoop is built from it; so can any other loop class (the
     conformance runner mixes it into CPython's virtual-clock test loop).
-    Set _goroutines = False on an instance to run steps inline."""
+    Set _goroutines = False on an instance to run steps inline, _preempt =
+    False to never preempt them, _time_slice to a number of seconds (None:
+    GOLOOP_TIME_SLICE or 10 ms)."""
 
     _goroutines = True
+    _preempt = True
+    _time_slice = None
+    _preempted = None          # deque of preempted step workers
+    _preempted_since = None    # when other work first went ahead of them
+
+    def run_forever(self):
+        with _preempt.running(self):
+            return super().run_forever()
+
+    def close(self):
+        super().close()
+        if self._preempted:
+            # Dropped workers unwind their steps (GoroutineExit), as stock
+            # asyncio drops the pending tasks of a closed loop.
+            self._preempted.clear()
+
+    def _queue_preempted(self, worker):
+        if self._preempted is None:
+            self._preempted = collections.deque()
+        self._preempted.append(worker)
+        if len(self._preempted) == 1:
+            self._call_soon(self._resume_preempted, (), None)
+
+    def _resume_preempted(self):
+        """Resume the oldest preempted step, unless other work is ready:
+        that goes first, for up to one time slice."""
+        now = time.monotonic()
+        if self._ready:
+            if self._preempted_since is None:
+                self._preempted_since = now
+            if now - self._preempted_since < (self._time_slice or _preempt.DEFAULT_TIME_SLICE):
+                self._call_soon(self._resume_preempted, (), None)
+                return
+        self._preempted_since = None
+        queue = self._preempted
+        worker = queue.popleft()
+        if resume_step(worker) is not None:   # preempted again
+            queue.append(worker)
+        if queue:
+            self._call_soon(self._resume_preempted, (), None)
 
     def _call_soon(self, callback, args, context):
         handle = super()._call_soon(callback, args, context)
@@ -67,4 +121,6 @@ class GoroutineHandle(events.Handle):
     __slots__ = ()
 
     def _run(self):
-        run_on_goroutine(self)
+        worker = run_on_goroutine(self)
+        if worker is not None:   # preempted
+            self._loop._queue_preempted(worker)

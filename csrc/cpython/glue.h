@@ -6,6 +6,7 @@
  *   goroutine.c  the Goroutine type: run a Python callable on a goroutine,
  *                resume/park/throw, unwinding when collected, the registry
  *   steps.c      the event loop's task steps run on pooled worker goroutines
+ *   preempt.c    preemption of a step that ran past its time slice
  *   pystate.[ch] the per-stack interpreter state saved on each switch
  *   pyinternal.c the one value read from CPython's internal structures
  *
@@ -16,6 +17,8 @@
 
 #include "pystate.h"
 #include "runtime.h"
+
+#include <pthread.h>
 
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
@@ -45,6 +48,21 @@ typedef struct {
     PyObject *step_worker;           /* the worker function (builtin) */
     PyObject *handle_run;            /* asyncio.events.Handle._run */
     PyObject *step_pool;             /* threading.local with .idle: list */
+    PyObject *step_preempted;        /* what a preempted worker parks with */
+    /* preemption (preempt.c) */
+    gl_p p;                          /* the main thread's loop, for sysmon */
+    pthread_t p_owner;               /* valid while p.attached */
+    _Atomic uint64_t p_request;      /* tick sysmon asked to stop; 0: none */
+    PyObject *urg_previous;          /* SIGURG handler we stand in front of */
+    PyObject *atomic_var;            /* ContextVar: inside goloop.atomic() */
+    PyObject *base_codes;            /* code objects steps start from */
+    PyObject *base_only;             /* module-name prefixes (tuples of str) */
+    PyObject *never_preempt;         /*   see preemptible() in preempt.c */
+    PyObject *enter_task, *leave_task;   /* asyncio.tasks._enter/_leave_task */
+    PyObject *str_greenlet;          /* interned "greenlet" */
+    uint64_t steps, preemptions, declined;
+    int soon_retries;                /* see MAX_SOON_RETRIES in preempt.c */
+    int64_t longest_step_ns;
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
     gl_chunk_cache chunks;
@@ -76,6 +94,10 @@ struct GoroutineObject {
                                         parked, when nothing walks it);
                                         (2) user code in a step may not
                                         park() it: steps suspend by await */
+    PyObject *step_handle;           /* step worker: the Handle of the step
+                                        in flight (running or preempted) */
+    int unwinding;                   /* being resumed with GoroutineExit
+                                        by tp_finalize: do not park again */
     PyObject *weakreflist;
     GoroutineObject *reg_prev, *reg_next;
 };
@@ -95,6 +117,16 @@ extern PyMethodDef gl_steps_methods[];
 int gl_steps_init(PyObject *module, gl_module_state *st);
 int gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg);
 void gl_steps_clear(gl_module_state *st);
+
+/* preempt.c: module functions, state, and the marks steps.c makes around
+ * each step (a clock read; the sysmon marks on the preempting thread). */
+extern PyMethodDef gl_preempt_methods[];
+int gl_preempt_init(PyObject *module, gl_module_state *st);
+int gl_preempt_traverse(gl_module_state *st, visitproc visit, void *arg);
+void gl_preempt_clear(gl_module_state *st);
+int gl_preempt_stats(gl_module_state *st, PyObject *dict);
+int64_t gl_preempt_step_begin(gl_module_state *st);
+void gl_preempt_step_end(gl_module_state *st, int64_t began);
 
 /* park(value=None): the module-level function. */
 PyObject *gl_goroutine_park(gl_module_state *st, PyObject *value);

@@ -418,6 +418,7 @@ goroutine_finalize(PyObject *op)
     }
     else {
         PyObject *exc = PyObject_CallNoArgs(self->state->goroutine_exit);
+        self->unwinding = 1;
         PyObject *r = exc ? goroutine_switch(self, Py_None, exc) : NULL;
         if (r == NULL)
             PyErr_WriteUnraisable(op);
@@ -439,6 +440,7 @@ goroutine_traverse(GoroutineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->transfer);
     Py_VISIT(self->exc);
     Py_VISIT(self->top_frame);
+    Py_VISIT(self->step_handle);
     return 0;
 }
 
@@ -450,6 +452,7 @@ goroutine_clear(GoroutineObject *self)
     Py_CLEAR(self->transfer);
     Py_CLEAR(self->exc);
     Py_CLEAR(self->top_frame);
+    Py_CLEAR(self->step_handle);
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * module.c — goloop._goloop, the C-API module over the goroutine runtime.
  *
  * Module-level functions: park(), current(), goroutines(), stack-size
- * settings, stats(); the task-step runner's functions come from steps.c.
+ * settings, stats(); the task-step runner's functions come from steps.c,
+ * preemption's from preempt.c.
  * The Goroutine type is in goroutine.c.  State lives in
  * the module (gl_module_state), not in C globals; the runtime below keeps
  * process-wide state of its own (the stack cache), so the module refuses to
@@ -119,7 +120,8 @@ mod_stats(PyObject *module, PyObject *unused)
             || dict_set_u64(d, "goroutines_started", s.goroutines_started) < 0
             || dict_set_u64(d, "goroutines_finished", s.goroutines_finished) < 0
             || dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
-            || dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0) {
+            || dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0
+            || gl_preempt_stats(st, d) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -150,7 +152,8 @@ static PyMethodDef module_methods[] = {
     {"get_default_stack_size", mod_get_default_stack_size, METH_NOARGS,
      "get_default_stack_size()\n--\n\n"},
     {"stats", mod_stats, METH_NOARGS,
-     "stats()\n--\n\nRuntime counters: stacks and goroutines."},
+     "stats()\n--\n\nRuntime counters: stacks, goroutines, task steps, "
+     "preemptions, sysmon."},
     {"_stack_depth", mod_stack_depth, METH_NOARGS,
      "_stack_depth()\n--\n\nBytes of the running goroutine's stack in use "
      "(0 outside one); for tests."},
@@ -193,7 +196,9 @@ module_exec(PyObject *module)
                                      st->goroutine_exit) < 0)
         return -1;
     if (PyModule_AddFunctions(module, gl_steps_methods) < 0
-            || gl_steps_init(module, st) < 0)
+            || gl_steps_init(module, st) < 0
+            || PyModule_AddFunctions(module, gl_preempt_methods) < 0
+            || gl_preempt_init(module, st) < 0)
         return -1;
     st->str_qualname = PyUnicode_InternFromString("__qualname__");
     if (st->str_qualname == NULL)
@@ -217,6 +222,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->goroutine_error);
     Py_VISIT(st->goroutine_exit);
     Py_VISIT(st->unkillable);
+    if (gl_preempt_traverse(st, visit, arg) < 0)
+        return -1;
     return gl_steps_traverse(st, visit, arg);
 }
 
@@ -230,6 +237,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->unkillable);
     Py_CLEAR(st->str_qualname);
     gl_steps_clear(st);
+    gl_preempt_clear(st);
     return 0;
 }
 

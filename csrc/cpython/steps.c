@@ -11,9 +11,16 @@
  * so a step costs one resume/park round trip and no Python frame of
  * goloop's own.  Idle workers sit in a per-thread pool (a threading.local
  * made by goloop/_steps.py, attribute `idle`, a list): a goroutine belongs
- * to the thread that started it, and the pool dies with its thread.  A
- * worker whose step did not finish (it parked for another reason: later
- * stages preempt steps) is not put back; whoever parked it owns it.
+ * to the thread that started it, and the pool dies with its thread.
+ *
+ * Preemption (preempt.c) parks a worker in the middle of its step with
+ * PREEMPTED instead of DONE.  run_step() then returns the worker, which the
+ * loop puts at the back of its ready queue (goloop/_steps.py); its turn
+ * calls resume_step(worker), which continues the step where it stopped and
+ * may return the worker again.  The worker keeps the step's Handle
+ * (step_handle) until the step is done, and only then goes back to the pool.
+ * Every stretch a step runs — from a resume to the next park — is one
+ * "step" for sysmon and for stats(): gl_preempt_step_begin/end bracket it.
  *
  * Recursion: a parked worker keeps its Python depth across a change of
  * sys.setrecursionlimit() (pystate.h restores depths), so its budget follows
@@ -38,6 +45,7 @@ step_worker(PyObject *module, PyObject *unused)
 {
     (void)unused;
     gl_module_state *st = PyModule_GetState(module);
+    GoroutineObject *self = gl_goroutine_current();
     PyObject *handle = gl_goroutine_park(st, st->step_ready);
     while (handle != NULL) {
         PyObject *r = PyObject_CallOneArg(st->handle_run, handle);
@@ -45,6 +53,10 @@ step_worker(PyObject *module, PyObject *unused)
         if (r == NULL)
             return NULL;
         Py_DECREF(r);
+        /* A step preempted and then collected was unwound by GoroutineExit,
+         * which the Task caught as its exception: end here, not park. */
+        if (self->unwinding)
+            Py_RETURN_NONE;
         handle = gl_goroutine_park(st, st->step_done);
     }
     return NULL;   /* thrown into (GoroutineExit when the pool is dropped) */
@@ -109,39 +121,77 @@ worker_take(gl_module_state *st, PyObject *idle)
     return w;
 }
 
+/* Switch to worker w (giving it `value`) for one stretch of its step, and
+ * settle where it ended: DONE puts w back in the pool and returns None,
+ * PREEMPTED returns w (new reference) for the loop to requeue. */
 static PyObject *
-run_step_in(gl_module_state *st, PyObject *handle)
+run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value)
 {
-    PyObject *idle = pool_list(st);
-    if (idle == NULL)
+    int64_t began = gl_preempt_step_begin(st);
+    PyObject *r = gl_goroutine_resume(w, value);
+    gl_preempt_step_end(st, began);
+    if (r == st->step_preempted) {
+        Py_DECREF(r);
+        return Py_NewRef((PyObject *)w);
+    }
+    Py_CLEAR(w->step_handle);
+    if (r == NULL)
         return NULL;
-    GoroutineObject *w = worker_take(st, idle);
-    if (w == NULL) {
-        Py_DECREF(idle);
+    int ok = 1;
+    if (r == st->step_done) {
+        PyObject *idle = pool_list(st);
+        ok = idle != NULL
+             && (PyList_GET_SIZE(idle) >= POOL_MAX
+                 || PyList_Append(idle, (PyObject *)w) == 0);
+        Py_XDECREF(idle);
+    }
+    Py_DECREF(r);
+    return ok ? Py_NewRef(Py_None) : NULL;
+}
+
+static gl_module_state *
+steps_state(PyObject *module)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (st->step_pool == NULL) {
+        PyErr_SetString(st->goroutine_error,
+                        "task steps are not set up: call _setup_steps() first");
         return NULL;
     }
-    PyObject *r = gl_goroutine_resume(w, handle);
-    int ok = r != NULL;
-    if (r == st->step_done && PyList_GET_SIZE(idle) < POOL_MAX)
-        ok = PyList_Append(idle, (PyObject *)w) == 0;
-    Py_XDECREF(r);
-    Py_DECREF(w);
-    Py_DECREF(idle);
-    if (!ok)
-        return NULL;
-    Py_RETURN_NONE;
+    return st;
 }
 
 static PyObject *
 mod_run_step(PyObject *module, PyObject *handle)
 {
-    gl_module_state *st = PyModule_GetState(module);
-    if (st->step_pool == NULL) {
-        PyErr_SetString(st->goroutine_error,
-                        "run_step() before _setup_steps()");
+    gl_module_state *st = steps_state(module);
+    PyObject *idle = st ? pool_list(st) : NULL;
+    if (idle == NULL)
+        return NULL;
+    GoroutineObject *w = worker_take(st, idle);
+    Py_DECREF(idle);
+    if (w == NULL)
+        return NULL;
+    Py_XSETREF(w->step_handle, Py_NewRef(handle));
+    PyObject *r = run_stretch(st, w, handle);
+    Py_DECREF(w);
+    return r;
+}
+
+static PyObject *
+mod_resume_step(PyObject *module, PyObject *arg)
+{
+    gl_module_state *st = steps_state(module);
+    if (st == NULL)
+        return NULL;
+    GoroutineObject *w = (GoroutineObject *)arg;
+    if (!PyObject_TypeCheck(arg, st->goroutine_type) || !w->step_worker
+            || w->step_handle == NULL || w->g.status != GL_G_PARKED) {
+        PyErr_Format(st->goroutine_error,
+                     "resume_step() needs a preempted step worker, not %R", arg);
         return NULL;
     }
-    return run_step_in(st, handle);
+    return run_stretch(st, w, Py_None);
 }
 
 static PyObject *
@@ -168,7 +218,11 @@ static PyMethodDef step_worker_def = {
 PyMethodDef gl_steps_methods[] = {
     {"run_step", mod_run_step, METH_O,
      "run_step(handle, /)\n--\n\nRun handle (a task step) on a worker "
-     "goroutine from this thread's pool."},
+     "goroutine from this thread's pool.  Returns None when the step is "
+     "done, or the worker when the step was preempted."},
+    {"resume_step", mod_resume_step, METH_O,
+     "resume_step(worker, /)\n--\n\nContinue a preempted step; returns as "
+     "run_step() does."},
     {"_setup_steps", mod_setup_steps, METH_VARARGS,
      "_setup_steps(handle_run, pool, /)\n--\n\nWhat run_step() calls on "
      "the worker (asyncio.events.Handle._run) and the per-thread pool (a "
@@ -182,9 +236,11 @@ gl_steps_init(PyObject *module, gl_module_state *st)
     st->str_idle = PyUnicode_InternFromString("idle");
     st->step_ready = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_done = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    st->step_preempted = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_worker = PyCFunction_NewEx(&step_worker_def, module, NULL);
     if (st->str_idle == NULL || st->step_ready == NULL
-            || st->step_done == NULL || st->step_worker == NULL)
+            || st->step_done == NULL || st->step_preempted == NULL
+            || st->step_worker == NULL)
         return -1;
     return 0;
 }
@@ -194,6 +250,7 @@ gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->step_ready);
     Py_VISIT(st->step_done);
+    Py_VISIT(st->step_preempted);
     Py_VISIT(st->step_worker);
     Py_VISIT(st->handle_run);
     Py_VISIT(st->step_pool);
@@ -206,6 +263,7 @@ gl_steps_clear(gl_module_state *st)
     Py_CLEAR(st->str_idle);
     Py_CLEAR(st->step_ready);
     Py_CLEAR(st->step_done);
+    Py_CLEAR(st->step_preempted);
     Py_CLEAR(st->step_worker);
     Py_CLEAR(st->handle_run);
     Py_CLEAR(st->step_pool);

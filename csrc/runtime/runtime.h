@@ -16,12 +16,14 @@
  * resumed it; resuming it from another thread is refused.
  *
  * Files: gobuf.h + asm_*.S (the switch), stack.c (stacks and their cache),
- * proc.c (goroutine lifecycle), overflow.c (the guard-page fatal message).
+ * proc.c (goroutine lifecycle), overflow.c (the guard-page fatal message),
+ * sysmon.c (the monitor thread that asks for long steps to be preempted).
  */
 #ifndef GOLOOP_RUNTIME_H
 #define GOLOOP_RUNTIME_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include "gobuf.h"
 
@@ -131,6 +133,69 @@ void gl_set_overflow_hint(const char *hint);
 /* Install the SIGSEGV/SIGBUS handler (once per process) and an alternate
  * signal stack for the calling thread (once per thread). */
 void gl_overflow_arm_thread(void);
+
+/* ---- sysmon (sysmon.c) ---------------------------------------------- */
+/* A P is one thread's scheduler as sysmon sees it (Go's p).  Its owner
+ * thread marks where each step begins and ends (gl_p_step_begin/end) and
+ * when it blocks waiting for I/O (gl_p_poll_enter/exit).  sysmon, one
+ * background thread per process, calls p->preempt(p, tick) on its own thread
+ * when the step numbered `tick` has run for slice_ns, and again every
+ * retry_ns while that same step goes on; what "preempt" means is the
+ * owner's business (the CPython glue makes the interpreter call a handler at
+ * its next bytecode boundary).  The fields below the line are sysmon's. */
+typedef struct gl_p {
+    _Atomic uint64_t tick;         /* steps begun + ended: odd while one runs */
+    _Atomic int64_t since;         /* gl_nanotime() when the running step began */
+    _Atomic int polling;           /* the owner blocks waiting for I/O */
+    _Atomic uint64_t polls;        /* gl_p_poll_enter calls */
+    int64_t slice_ns;              /* set before gl_sysmon_attach */
+    int64_t retry_ns;
+    void (*preempt)(struct gl_p *p, uint64_t tick);
+    void *ctx;                     /* the owner's, for preempt */
+    /* ---- sysmon's own, under its lock ---- */
+    uint64_t requested_tick;       /* the step last asked to stop ... */
+    int64_t retry_at;              /* ... and when to ask again */
+    uint64_t seen_polls;           /* polls and polling at the last look */
+    int seen_polling;
+    int attached;
+    struct gl_p *next;
+} gl_p;
+
+typedef struct gl_sysmon_stats {
+    uint64_t wakeups;              /* sysmon woke up (timer or signal) */
+    uint64_t requests;             /* p->preempt calls */
+    uint64_t deep_sleeps;          /* times it slept until woken: no P busy */
+} gl_sysmon_stats;
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t gl_nanotime(void);
+/* Fill in p for gl_sysmon_attach: slice and retry in ns (retry 0: the
+ * smaller of the slice and 1 ms), and the preempt callback. */
+void gl_p_init(gl_p *p, int64_t slice_ns, int64_t retry_ns,
+               void (*preempt)(gl_p *p, uint64_t tick), void *ctx);
+/* Start watching p (starting sysmon on first use): GL_OK, GL_EINVAL (slice
+ * not positive, or p already attached) or GL_ENOMEM (no thread). */
+int gl_sysmon_attach(gl_p *p);
+/* Stop watching p; once this returns sysmon no longer touches p. */
+void gl_sysmon_detach(gl_p *p);
+void gl_sysmon_get_stats(gl_sysmon_stats *out);
+
+/* Owner-side marks: a few relaxed/release stores, no lock, no syscall —
+ * except gl_p_poll_exit, which wakes sysmon if it sleeps until woken. */
+static inline void gl_p_step_begin(gl_p *p, int64_t now)
+{
+    /* One writer: a load and a store, not a locked read-modify-write. */
+    uint64_t t = atomic_load_explicit(&p->tick, memory_order_relaxed);
+    atomic_store_explicit(&p->since, now, memory_order_relaxed);
+    atomic_store_explicit(&p->tick, t + 1, memory_order_release);
+}
+static inline void gl_p_step_end(gl_p *p)
+{
+    uint64_t t = atomic_load_explicit(&p->tick, memory_order_relaxed);
+    atomic_store_explicit(&p->tick, t + 1, memory_order_release);
+}
+void gl_p_poll_enter(gl_p *p);
+void gl_p_poll_exit(gl_p *p);
 
 /* ---- internal, called from assembly ---------------------------------- */
 __attribute__((noreturn)) void gl_goentry(gl_g *g);

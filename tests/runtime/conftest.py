@@ -29,6 +29,7 @@ TESTING = RUNTIME / "testing"
 # What the selftest links: runtime + test helpers + main.  Every .S is
 # assembled on every architecture (each is empty off its own).
 C_SOURCES = [RUNTIME / "stack.c", RUNTIME / "proc.c", RUNTIME / "overflow.c",
+             RUNTIME / "sysmon.c",
              TESTING / "rt_tests.c", TESTING / "selftest.c"]
 ASM_SOURCES = [RUNTIME / "asm_amd64.S", RUNTIME / "asm_arm64.S",
                TESTING / "regs_amd64.S", TESTING / "regs_arm64.S"]
@@ -40,7 +41,8 @@ CROSS_HINT = ("apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross "
 COMMON_TESTS = [
     "ring", "alignment_entry", "alignment_resume", "stack_reuse", "trim_deep",
     "trim_shallow", "guard_page", "err_dead", "err_notg", "err_thread",
-    "err_einval", "err_running",
+    "err_einval", "err_running", "sysmon_long_step", "sysmon_short_steps",
+    "sysmon_sleeps_while_polling", "sysmon_detach",
 ]
 ARCH_TESTS = {
     "x86-64": ["regs_gpr_rbx_rbp_r12_r15", "regs_mxcsr", "regs_x87cw"],

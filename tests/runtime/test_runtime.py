@@ -163,3 +163,10 @@ def test_guard_page_fork_test_via_cffi(rt, tmp_path):
     assert p.returncode == 0, p.stderr
     rc, _, msg = p.stdout.partition("\n")
     assert rc == "0", msg
+
+
+# sysmon (csrc/runtime/sysmon.c), with no CPython in the picture: a P whose
+# preempt callback records what sysmon asked for and when.
+@pytest.mark.parametrize("name", ["long_step", "short_steps", "sleeps_while_polling", "detach"])
+def test_sysmon(rt, name):
+    run_c(rt, getattr(rt.lib, f"gl_test_sysmon_{name}"))

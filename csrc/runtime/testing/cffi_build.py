@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNTIME = os.path.dirname(HERE)
 ROOT = os.path.dirname(os.path.dirname(RUNTIME))
 
-RUNTIME_SOURCES = ["stack.c", "proc.c", "overflow.c", "asm_amd64.S", "asm_arm64.S"]
+RUNTIME_SOURCES = ["stack.c", "proc.c", "overflow.c", "sysmon.c", "asm_amd64.S", "asm_arm64.S"]
 TESTING_SOURCES = ["rt_tests.c", "regs_amd64.S", "regs_arm64.S"]
 
 CDEF = """
@@ -68,6 +68,10 @@ CDEF = """
     int gl_test_err_thread(char *msg, size_t cap);
     int gl_test_err_einval(char *msg, size_t cap);
     int gl_test_err_running(char *msg, size_t cap);
+    int gl_test_sysmon_long_step(char *msg, size_t cap);
+    int gl_test_sysmon_short_steps(char *msg, size_t cap);
+    int gl_test_sysmon_sleeps_while_polling(char *msg, size_t cap);
+    int gl_test_sysmon_detach(char *msg, size_t cap);
     double gl_bench_raw_switch_ns(long n);
     double gl_bench_resume_park_ns(long n);
     typedef struct gl_rt_test {

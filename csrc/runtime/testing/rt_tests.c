@@ -23,6 +23,11 @@
  *   stacks       gl_get_stats counters, and mincore() for residency.
  *   guard page   a forked child overflows; the parent reads its stderr
  *                through a pipe and checks the terminating signal.
+ *   sysmon       a P whose preempt callback (on sysmon's thread) records
+ *                the tick and time of each request in atomics; steps are
+ *                busy loops on the test's thread; sleeping is read from
+ *                gl_sysmon_get_stats.  Time bounds are wide (tens of ms)
+ *                because the machine may be loaded or emulated.
  */
 #define _GNU_SOURCE
 #include "rt_tests.h"
@@ -30,6 +35,7 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1070,6 +1076,144 @@ int gl_test_err_running(char *msg, size_t cap)
     return 0;
 }
 
+/* ---- sysmon -------------------------------------------------------------- */
+
+typedef struct sysmon_probe {
+    gl_p p;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t first_tick;
+    _Atomic int64_t first_at;
+} sysmon_probe;
+
+static void probe_preempt(gl_p *p, uint64_t tick)
+{
+    sysmon_probe *pr = p->ctx;
+    if (atomic_fetch_add(&pr->requests, 1) == 0) {
+        atomic_store(&pr->first_tick, tick);
+        atomic_store(&pr->first_at, gl_nanotime());
+    }
+}
+
+static void probe_init(sysmon_probe *pr, int64_t slice_ns)
+{
+    memset(pr, 0, sizeof *pr);
+    gl_p_init(&pr->p, slice_ns, 0, probe_preempt, pr);
+}
+
+/* Busy until `ns` passed or the probe has `enough` requests; returns the
+ * time spent. */
+static int64_t spin(sysmon_probe *pr, int64_t ns, uint64_t enough)
+{
+    int64_t t0 = gl_nanotime(), t;
+    volatile uint64_t x = 0;
+    while ((t = gl_nanotime()) - t0 < ns && atomic_load(&pr->requests) < enough)
+        x++;
+    return t - t0;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+#define MS 1000000LL
+
+/* A step that runs past its slice gets a request, never before the slice is
+ * up, then again every retry while it goes on. */
+int gl_test_sysmon_long_step(char *msg, size_t cap)
+{
+    sysmon_probe pr;
+    probe_init(&pr, 5 * MS);
+    CHECK(gl_sysmon_attach(&pr.p) == GL_OK, "gl_sysmon_attach failed");
+    int64_t t0 = gl_nanotime();
+    gl_p_step_begin(&pr.p, t0);
+    uint64_t tick = atomic_load(&pr.p.tick);
+    spin(&pr, 500 * MS, 3);
+    gl_p_step_end(&pr.p);
+    gl_sysmon_detach(&pr.p);
+    uint64_t n = atomic_load(&pr.requests);
+    int64_t late = atomic_load(&pr.first_at) - t0;
+    CHECK(n >= 3, "%llu requests in 500 ms for a step with a 5 ms slice",
+          (unsigned long long)n);
+    CHECK(atomic_load(&pr.first_tick) == tick, "the request named tick %llu, "
+          "not the running step's %llu",
+          (unsigned long long)atomic_load(&pr.first_tick), (unsigned long long)tick);
+    CHECK(late >= 5 * MS, "asked to preempt after %.2f ms, before the 5 ms slice",
+          (double)late / MS);
+    CHECK(late < 100 * MS, "asked to preempt only after %.2f ms (slice 5 ms)",
+          (double)late / MS);
+    return 0;
+}
+
+/* Steps shorter than the slice are never asked to stop. */
+int gl_test_sysmon_short_steps(char *msg, size_t cap)
+{
+    sysmon_probe pr;
+    probe_init(&pr, 50 * MS);
+    CHECK(gl_sysmon_attach(&pr.p) == GL_OK, "gl_sysmon_attach failed");
+    for (int i = 0; i < 400; i++) {
+        gl_p_step_begin(&pr.p, gl_nanotime());
+        spin(&pr, MS / 4, 1);
+        gl_p_step_end(&pr.p);
+    }
+    gl_sysmon_detach(&pr.p);
+    CHECK(atomic_load(&pr.requests) == 0, "%llu requests for 0.25 ms steps "
+          "with a 50 ms slice", (unsigned long long)atomic_load(&pr.requests));
+    return 0;
+}
+
+/* While the owner blocks in a poll sysmon sleeps until woken (no wake-ups),
+ * and the poll's end wakes it in time to catch a long step. */
+int gl_test_sysmon_sleeps_while_polling(char *msg, size_t cap)
+{
+    sysmon_probe pr;
+    probe_init(&pr, 5 * MS);
+    CHECK(gl_sysmon_attach(&pr.p) == GL_OK, "gl_sysmon_attach failed");
+    gl_p_poll_enter(&pr.p);
+    nap_ms(100);   /* long enough for sysmon to look twice and go to sleep */
+    gl_sysmon_stats a, b;
+    gl_sysmon_get_stats(&a);
+    nap_ms(200);
+    gl_sysmon_get_stats(&b);
+    gl_p_poll_exit(&pr.p);
+    int64_t t0 = gl_nanotime();
+    gl_p_step_begin(&pr.p, t0);
+    spin(&pr, 500 * MS, 1);
+    gl_p_step_end(&pr.p);
+    gl_sysmon_detach(&pr.p);
+    CHECK(b.wakeups - a.wakeups <= 2, "sysmon woke %llu times in 200 ms while "
+          "the only P was blocked in a poll",
+          (unsigned long long)(b.wakeups - a.wakeups));
+    CHECK(b.deep_sleeps > 0, "sysmon never slept until woken");
+    CHECK(atomic_load(&pr.requests) >= 1, "no request for a 500 ms step after "
+          "the poll ended");
+    int64_t late = atomic_load(&pr.first_at) - t0;
+    CHECK(late < 100 * MS, "the request came %.2f ms into the step (slice 5 ms)",
+          (double)late / MS);
+    return 0;
+}
+
+/* Once detached, a P gets no more requests. */
+int gl_test_sysmon_detach(char *msg, size_t cap)
+{
+    sysmon_probe pr;
+    probe_init(&pr, 2 * MS);
+    CHECK(gl_sysmon_attach(&pr.p) == GL_OK, "gl_sysmon_attach failed");
+    CHECK(gl_sysmon_attach(&pr.p) == GL_EINVAL, "attaching twice was accepted");
+    gl_p_step_begin(&pr.p, gl_nanotime());
+    gl_sysmon_detach(&pr.p);
+    uint64_t before = atomic_load(&pr.requests);
+    nap_ms(30);
+    gl_p_step_end(&pr.p);
+    CHECK(atomic_load(&pr.requests) == before, "requests after detach");
+    gl_p bad;
+    gl_p_init(&bad, 0, 0, probe_preempt, &pr);
+    CHECK(gl_sysmon_attach(&bad) == GL_EINVAL, "a zero slice was accepted");
+    return 0;
+}
+
 /* ---- benchmarks ---------------------------------------------------------- */
 
 static double now_ns(void)
@@ -1173,6 +1317,10 @@ static const gl_rt_test tests[] = {
     {"err_thread", gl_test_err_thread},
     {"err_einval", gl_test_err_einval},
     {"err_running", gl_test_err_running},
+    {"sysmon_long_step", gl_test_sysmon_long_step},
+    {"sysmon_short_steps", gl_test_sysmon_short_steps},
+    {"sysmon_sleeps_while_polling", gl_test_sysmon_sleeps_while_polling},
+    {"sysmon_detach", gl_test_sysmon_detach},
 };
 
 size_t gl_rt_test_count(void) { return sizeof tests / sizeof tests[0]; }

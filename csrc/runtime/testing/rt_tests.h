@@ -82,6 +82,10 @@ int gl_test_err_notg(char *msg, size_t cap);     /* park on g0: ENOTG */
 int gl_test_err_thread(char *msg, size_t cap);   /* other thread: ETHREAD */
 int gl_test_err_einval(char *msg, size_t cap);   /* bad stack size: EINVAL */
 int gl_test_err_running(char *msg, size_t cap);  /* self / parent: ERUNNING */
+int gl_test_sysmon_long_step(char *msg, size_t cap);
+int gl_test_sysmon_short_steps(char *msg, size_t cap);
+int gl_test_sysmon_sleeps_while_polling(char *msg, size_t cap);
+int gl_test_sysmon_detach(char *msg, size_t cap);
 
 /* ---- benchmarks -------------------------------------------------------- */
 /* ns per single switch of two contexts ping-ponging with gl_gosave_gogo

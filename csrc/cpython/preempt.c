@@ -1,0 +1,483 @@
+/*
+ * preempt.c — preemption of a task step that ran past its time slice.
+ *
+ * Who does what:
+ *   sysmon (csrc/runtime/sysmon.c)  a C thread that watches the P of the loop
+ *        running on the main thread; when one step has run for the slice it
+ *        calls request_preemption() here, on its own thread.
+ *   request_preemption()  records which step (the P's tick) should stop and
+ *        sends SIGURG to the main thread (pthread_kill), as Go's sysmon does.
+ *        CPython's C-level handler, running on that thread, marks SIGURG
+ *        tripped and sets the eval breaker, so the interpreter calls the
+ *        Python-level SIGURG handler at its next bytecode boundary — a safe
+ *        point.  (PyErr_SetInterruptEx from sysmon's thread would mark the
+ *        signal but not set the breaker: CPython sets it only when the
+ *        thread that takes the signal can handle it, i.e. the main thread.)
+ *        The handler is installed with SA_RESTART (siginterrupt), so most
+ *        system calls the loop thread is in resume instead of failing with
+ *        EINTR; those that always report EINTR (sleeps, polls) are retried
+ *        by CPython after running handlers, as for any signal.
+ *   on_sigurg()  that handler, installed by goloop/_preempt.py while the loop
+ *        runs.  If the request is stale (that step already ended) it does
+ *        nothing; if there was no request the SIGURG came from elsewhere and
+ *        goes to the handler installed before ours.  Otherwise, if the step
+ *        may be preempted here, it leaves the task (asyncio's _leave_task,
+ *        so current_task() stays true for what runs meanwhile), parks the
+ *        worker with PREEMPTED — run_step()/resume_step() in steps.c return
+ *        the worker to the loop, which requeues it — and, once resumed,
+ *        enters the task again and returns into the step's bytecode.
+ *
+ * What may be preempted: only a step worker's own code (not g0 — the loop's
+ * stack, where plain callbacks run — and not a Goroutine the step resumed);
+ * only while every frame above the ones the step started from (base_codes:
+ * asyncio's Handle._run, the pure-Python Task's __step) is the task's own
+ * code — an asyncio or goloop frame there (base_only) means asyncio is
+ * mid-operation; not while any of those frames belongs to a module in
+ * never_preempt (the import system, which holds a module's lock while its
+ * body runs, and stdlib modules that hold threading locks while calling
+ * out: another task on the same thread would re-enter or deadlock on them);
+ * not inside goloop.atomic() (a ContextVar); not while the step runs in a
+ * greenlet other than its thread's main one (greenlet keeps parts of the C
+ * stack by address).  A request declined because asyncio or goloop code is
+ * running is tried again at the next bytecode boundaries (that code returns
+ * within microseconds); one declined for the other reasons is repeated by
+ * sysmon every retry interval while the step runs.
+ *
+ * Signals: CPython calls handlers in ascending signal number, clearing each
+ * flag first.  While a preempted step is parked inside on_sigurg, signals
+ * above SIGURG tripped in the same batch wait until it resumes (the end of
+ * the loop's next iteration at most) or until another signal arrives.
+ */
+#include "glue.h"
+
+#if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
+
+#include <signal.h>
+
+/* Boundaries at which a request declined because asyncio code was running
+ * is tried again before waiting for sysmon's next one. */
+#define MAX_SOON_RETRIES 64
+
+/* ---- the marks around each stretch of a step (called by steps.c) ------- */
+
+static int
+on_preempting_thread(gl_module_state *st)
+{
+    return st->p.attached && pthread_equal(pthread_self(), st->p_owner);
+}
+
+int64_t
+gl_preempt_step_begin(gl_module_state *st)
+{
+    int64_t now = gl_nanotime();
+    if (on_preempting_thread(st))
+        gl_p_step_begin(&st->p, now);
+    return now;
+}
+
+void
+gl_preempt_step_end(gl_module_state *st, int64_t began)
+{
+    if (on_preempting_thread(st))
+        gl_p_step_end(&st->p);
+    int64_t ran = gl_nanotime() - began;
+    st->steps++;
+    if (ran > st->longest_step_ns)
+        st->longest_step_ns = ran;
+}
+
+/* ---- sysmon's side ----------------------------------------------------- */
+
+/* On sysmon's thread, without the GIL: only an atomic and a signal. */
+static void
+request_preemption(gl_p *p, uint64_t tick)
+{
+    gl_module_state *st = p->ctx;
+    atomic_store(&st->p_request, tick);
+    pthread_kill(st->p_owner, SIGURG);
+}
+
+/* ---- may this step be preempted here? ---------------------------------- */
+
+static int
+module_in(PyObject *frame, PyObject *prefixes)
+{
+    PyObject *globals = PyFrame_GetGlobals((PyFrameObject *)frame);
+    PyObject *name = globals ? PyDict_GetItemString(globals, "__name__") : NULL;
+    int found = 0;
+    if (name != NULL && PyUnicode_Check(name)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(prefixes);
+        for (Py_ssize_t i = 0; i < n && !found; i++) {
+            PyObject *pre = PyTuple_GET_ITEM(prefixes, i);
+            Py_ssize_t len = PyUnicode_GET_LENGTH(pre);
+            if (PyUnicode_Tailmatch(name, pre, 0, len, -1) == 1) {
+                Py_ssize_t nlen = PyUnicode_GET_LENGTH(name);
+                found = nlen == len || PyUnicode_READ_CHAR(name, len) == '.';
+            }
+        }
+    }
+    Py_XDECREF(globals);
+    return found;
+}
+
+static int
+inside_atomic(gl_module_state *st)
+{
+    PyObject *v = NULL;
+    if (PyContextVar_Get(st->atomic_var, NULL, &v) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    int inside = v != NULL && PyObject_IsTrue(v) == 1;
+    Py_XDECREF(v);
+    return inside;
+}
+
+/* Is the step running in a greenlet other than its thread's main one?
+ * (Errors count as yes: when in doubt, do not preempt.) */
+static int
+in_child_greenlet(gl_module_state *st)
+{
+    PyObject *mod = PyImport_GetModule(st->str_greenlet);
+    if (mod == NULL)
+        return PyErr_Occurred() ? (PyErr_Clear(), 1) : 0;
+    PyObject *cur = PyObject_CallMethod(mod, "getcurrent", NULL);
+    Py_DECREF(mod);
+    PyObject *parent = cur ? PyObject_GetAttrString(cur, "parent") : NULL;
+    Py_XDECREF(cur);
+    if (parent == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    int child = parent != Py_None;
+    Py_DECREF(parent);
+    return child;
+}
+
+/* Is frame one of the frames a step starts from (asyncio's Handle._run,
+ * the pure-Python Task's __step)? */
+static int
+is_step_base(gl_module_state *st, PyObject *frame)
+{
+    PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)frame);
+    int found = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(st->base_codes) && !found; i++)
+        found = PyTuple_GET_ITEM(st->base_codes, i) == (PyObject *)code;
+    Py_DECREF(code);
+    return found;
+}
+
+/* Why a step may not be preempted at this bytecode boundary. */
+typedef enum {
+    PREEMPT_OK,
+    PREEMPT_SOON,      /* asyncio/goloop code is running: retry at the next
+                          boundary, it is usually over in microseconds */
+    PREEMPT_LATER,     /* atomic(), a lock holder, a greenlet, no base:
+                          sysmon asks again after its retry interval */
+} preempt_verdict;
+
+/* Every frame above the step's base must be the task's own code: an asyncio
+ * or goloop frame there means asyncio is in the middle of something
+ * (scheduling a callback, notifying waiters, calling an exception handler,
+ * starting an eager task) and its state is consistent only once it returns;
+ * a frame of a module in `never_preempt` holds a lock. */
+static preempt_verdict
+preemptible(gl_module_state *st, PyObject *frame)
+{
+    if (frame == NULL || !PyFrame_Check(frame) || inside_atomic(st))
+        return PREEMPT_LATER;
+    preempt_verdict v = PREEMPT_LATER;   /* until the base is found */
+    Py_INCREF(frame);
+    while (frame != NULL) {
+        if (is_step_base(st, frame)) {
+            v = PREEMPT_OK;
+            break;
+        }
+        if (module_in(frame, st->never_preempt))
+            break;
+        if (module_in(frame, st->base_only)) {
+            v = PREEMPT_SOON;
+            break;
+        }
+        PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    if (v == PREEMPT_OK && in_child_greenlet(st))
+        v = PREEMPT_LATER;
+    return v;
+}
+
+/* ---- the SIGURG handler ------------------------------------------------ */
+
+/* Park the running step worker w until the loop resumes it; returns what
+ * the handler returns (None, or NULL when thrown into). */
+static PyObject *
+preempt_step(gl_module_state *st, GoroutineObject *w)
+{
+    PyObject *loop = PyObject_GetAttrString(w->step_handle, "_loop");
+    PyObject *cb = loop ? PyObject_GetAttrString(w->step_handle, "_callback") : NULL;
+    PyObject *task = cb ? PyObject_GetAttrString(cb, "__self__") : NULL;
+    Py_XDECREF(cb);
+    PyObject *r = task ? PyObject_CallFunctionObjArgs(st->leave_task, loop, task, NULL)
+                       : NULL;
+    if (r == NULL) {
+        /* Not a task we can leave: run on, cooperatively. */
+        PyErr_Clear();
+        st->declined++;
+        Py_XDECREF(task);
+        Py_XDECREF(loop);
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(r);
+    st->preemptions++;
+    PyObject *in = gl_goroutine_park(st, st->step_preempted);
+    PyObject *thrown = in ? NULL : gl_err_take();
+    r = PyObject_CallFunctionObjArgs(st->enter_task, loop, task, NULL);
+    Py_DECREF(task);
+    Py_DECREF(loop);
+    if (thrown != NULL) {
+        /* Unwinding (GoroutineExit): entering may fail if another task is
+         * current; the exception being thrown is what matters. */
+        Py_XDECREF(r);
+        PyErr_Clear();
+        gl_err_give(thrown);
+        return NULL;
+    }
+    Py_DECREF(in);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "_on_sigurg() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    uint64_t request = atomic_exchange(&st->p_request, 0);
+    if (request == 0) {
+        /* Not sysmon's: the application's own SIGURG. */
+        if (st->urg_previous != NULL && PyCallable_Check(st->urg_previous))
+            return PyObject_Vectorcall(st->urg_previous, args, nargs, NULL);
+        Py_RETURN_NONE;
+    }
+    if (!on_preempting_thread(st) || request != atomic_load(&st->p.tick))
+        Py_RETURN_NONE;   /* that step already ended */
+    GoroutineObject *w = gl_goroutine_current();
+    if (w == NULL || !w->step_worker || w->step_handle == NULL) {
+        st->declined++;
+        Py_RETURN_NONE;
+    }
+    switch (preemptible(st, args[1])) {
+    case PREEMPT_OK:
+        st->soon_retries = 0;
+        return preempt_step(st, w);
+    case PREEMPT_SOON:
+        /* Ask again at the next boundary: put the request back and trip
+         * SIGURG from this (the main) thread, which sets the eval breaker.
+         * Bounded, so a step that stays in asyncio code for long falls back
+         * to sysmon's retry interval. */
+        if (st->soon_retries++ < MAX_SOON_RETRIES) {
+            atomic_store(&st->p_request, request);
+            PyErr_SetInterruptEx(SIGURG);
+            Py_RETURN_NONE;
+        }
+        st->soon_retries = 0;
+        break;
+    case PREEMPT_LATER:
+        st->soon_retries = 0;
+        break;
+    }
+    st->declined++;
+    Py_RETURN_NONE;
+}
+
+/* ---- attaching the main thread's loop ---------------------------------- */
+
+static PyObject *
+mod_preempt_attach(PyObject *module, PyObject *args)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    double slice;
+    PyObject *previous;
+    if (!PyArg_ParseTuple(args, "dO:_preempt_attach", &slice, &previous))
+        return NULL;
+    if (!(slice > 0 && slice < 3600)) {
+        PyErr_Format(PyExc_ValueError, "time slice out of range: %R", PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    if (st->p.attached) {
+        PyErr_SetString(st->goroutine_error, "a loop is already preempted on this interpreter");
+        return NULL;
+    }
+    gl_p_init(&st->p, (int64_t)(slice * 1e9), 0, request_preemption, st);
+    st->p_owner = pthread_self();
+    atomic_store(&st->p_request, 0);
+    Py_XSETREF(st->urg_previous, Py_NewRef(previous));
+    if (gl_sysmon_attach(&st->p) != GL_OK) {
+        Py_CLEAR(st->urg_previous);
+        PyErr_SetString(PyExc_RuntimeError, "cannot start goloop's sysmon thread");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+detach(gl_module_state *st)
+{
+    if (st->p.attached)
+        gl_sysmon_detach(&st->p);
+    atomic_store(&st->p_request, 0);
+}
+
+static PyObject *
+mod_preempt_detach(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    gl_module_state *st = PyModule_GetState(module);
+    detach(st);
+    Py_CLEAR(st->urg_previous);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_poll_enter(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    gl_module_state *st = PyModule_GetState(module);
+    if (on_preempting_thread(st))
+        gl_p_poll_enter(&st->p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_poll_exit(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    gl_module_state *st = PyModule_GetState(module);
+    if (on_preempting_thread(st))
+        gl_p_poll_exit(&st->p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_setup_preempt(PyObject *module, PyObject *args)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    PyObject *var, *enter, *leave, *codes, *top, *below;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!O!:_setup_preempt", &PyContextVar_Type, &var,
+                          &enter, &leave, &PyTuple_Type, &codes, &PyTuple_Type, &top,
+                          &PyTuple_Type, &below))
+        return NULL;
+    for (int k = 0; k < 2; k++) {
+        PyObject *t = k ? below : top;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(t, i))) {
+                PyErr_SetString(PyExc_TypeError, "module prefixes must be str");
+                return NULL;
+            }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(codes); i++)
+        if (!PyCode_Check(PyTuple_GET_ITEM(codes, i))) {
+            PyErr_SetString(PyExc_TypeError, "base_codes must be code objects");
+            return NULL;
+        }
+    Py_XSETREF(st->base_codes, Py_NewRef(codes));
+    Py_XSETREF(st->atomic_var, Py_NewRef(var));
+    Py_XSETREF(st->enter_task, Py_NewRef(enter));
+    Py_XSETREF(st->leave_task, Py_NewRef(leave));
+    Py_XSETREF(st->base_only, Py_NewRef(top));
+    Py_XSETREF(st->never_preempt, Py_NewRef(below));
+    Py_RETURN_NONE;
+}
+
+PyMethodDef gl_preempt_methods[] = {
+    {"_on_sigurg", (PyCFunction)(void (*)(void))mod_on_sigurg, METH_FASTCALL,
+     "_on_sigurg(signum, frame, /)\n--\n\nThe SIGURG handler while a loop "
+     "preempts: parks the running step if sysmon asked and it may be."},
+    {"_preempt_attach", mod_preempt_attach, METH_VARARGS,
+     "_preempt_attach(time_slice, previous_handler, /)\n--\n\nLet sysmon "
+     "watch this (the main) thread's steps."},
+    {"_preempt_detach", mod_preempt_detach, METH_NOARGS,
+     "_preempt_detach()\n--\n\n"},
+    {"_poll_enter", mod_poll_enter, METH_NOARGS,
+     "_poll_enter()\n--\n\nThe loop is about to block waiting for I/O."},
+    {"_poll_exit", mod_poll_exit, METH_NOARGS,
+     "_poll_exit()\n--\n\nThe loop is back from waiting for I/O."},
+    {"_setup_preempt", mod_setup_preempt, METH_VARARGS,
+     "_setup_preempt(atomic_var, enter_task, leave_task, base_codes, "
+     "base_only, never_preempt, /)\n--\n\n"},
+    {NULL, NULL, 0, NULL}
+};
+
+/* ---- statistics and module state --------------------------------------- */
+
+static int
+set_u64(PyObject *d, const char *key, uint64_t v)
+{
+    PyObject *o = PyLong_FromUnsignedLongLong(v);
+    int r = o ? PyDict_SetItemString(d, key, o) : -1;
+    Py_XDECREF(o);
+    return r;
+}
+
+int
+gl_preempt_stats(gl_module_state *st, PyObject *d)
+{
+    gl_sysmon_stats s;
+    gl_sysmon_get_stats(&s);
+    PyObject *longest = PyFloat_FromDouble((double)st->longest_step_ns / 1e9);
+    int r = longest ? PyDict_SetItemString(d, "longest_step", longest) : -1;
+    Py_XDECREF(longest);
+    if (r < 0 || set_u64(d, "steps", st->steps) < 0
+            || set_u64(d, "preemptions", st->preemptions) < 0
+            || set_u64(d, "preempt_declined", st->declined) < 0
+            || set_u64(d, "preempt_requests", s.requests) < 0
+            || set_u64(d, "sysmon_wakeups", s.wakeups) < 0)
+        return -1;
+    return 0;
+}
+
+int
+gl_preempt_init(PyObject *module, gl_module_state *st)
+{
+    (void)module;
+    st->str_greenlet = PyUnicode_InternFromString("greenlet");
+    return st->str_greenlet ? 0 : -1;
+}
+
+int
+gl_preempt_traverse(gl_module_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->urg_previous);
+    Py_VISIT(st->atomic_var);
+    Py_VISIT(st->base_codes);
+    Py_VISIT(st->base_only);
+    Py_VISIT(st->never_preempt);
+    Py_VISIT(st->enter_task);
+    Py_VISIT(st->leave_task);
+    return 0;
+}
+
+void
+gl_preempt_clear(gl_module_state *st)
+{
+    detach(st);
+    Py_CLEAR(st->urg_previous);
+    Py_CLEAR(st->atomic_var);
+    Py_CLEAR(st->base_codes);
+    Py_CLEAR(st->base_only);
+    Py_CLEAR(st->never_preempt);
+    Py_CLEAR(st->enter_task);
+    Py_CLEAR(st->leave_task);
+    Py_CLEAR(st->str_greenlet);
+}
+
+#endif

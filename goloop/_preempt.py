@@ -1,0 +1,228 @@
+"""Preemption of CPU-bound task steps: the Python side.
+
+A task step that runs past its time slice is parked at a bytecode boundary
+and put at the back of the loop's ready queue; the loop runs timers, I/O
+and other tasks, and resumes it in turn.  The machinery is native:
+
+  csrc/runtime/sysmon.c   the monitor thread that notices a step running
+                          past its slice (Go's sysmon);
+  csrc/cpython/preempt.c  the SIGURG handler that parks the step, and which
+                          steps it may park;
+  csrc/cpython/steps.c    workers whose steps can be parked and resumed.
+
+This module holds what is policy rather than mechanism: the options and
+their defaults (time_slice, preempt, GOLOOP_TIME_SLICE), goloop.atomic(),
+which modules are never interrupted, and `running(loop)`, which arms
+preemption for as long as a loop runs — SIGURG handler installed (the
+previous one is still called for SIGURGs goloop did not ask for), sysmon
+attached, and the selector's select() marking when the loop blocks for
+I/O, so that sysmon sleeps meanwhile.
+
+Only the main thread runs Python signal handlers, so only a loop on the
+main thread is preempted; a loop on another thread warns once and runs its
+steps cooperatively, as stock asyncio does.
+"""
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import math
+import os
+import signal
+import threading
+import warnings
+
+from . import _goloop
+
+DEFAULT_TIME_SLICE = 0.010     # Go's forcePreemptNS
+MIN_TIME_SLICE = 50e-6         # below sysmon's resolution it means nothing
+TIME_SLICE_ENV = "GOLOOP_TIME_SLICE"
+
+# The frames a task step starts from: asyncio's Handle._run and, for the
+# pure-Python Task, its __step (and, 3.12+, __step_run_and_handle_result).
+STEP_BASE = tuple(
+    f.__code__
+    for f in (
+        asyncio.events.Handle._run,
+        asyncio.tasks._PyTask._Task__step,
+        getattr(asyncio.tasks._PyTask, "_Task__step_run_and_handle_result", None),
+    )
+    if f is not None
+)
+# No frame of these modules may sit above the step's base: one there means
+# asyncio is in the middle of something — scheduling a callback, notifying
+# waiters, calling an exception handler, starting an eager task — and its
+# state is consistent only once it returns.
+BASE_ONLY = ("asyncio", "goloop")
+# Never interrupted while any frame is in these: the import system holds a
+# module's lock while the module body runs, and these stdlib modules hold
+# threading locks while they call out, which a task running meanwhile on the
+# same thread would re-enter (RLock) or deadlock on (Lock).
+NEVER_PREEMPT = (
+    "importlib._bootstrap", "importlib._bootstrap_external", "logging", "threading", "queue",
+    "concurrent.futures",
+)
+
+
+class PreemptionWarning(RuntimeWarning):
+    """A loop that asked for preemption runs cooperatively (not the main
+    thread)."""
+
+
+_inside_atomic = contextvars.ContextVar("goloop.atomic", default=False)
+
+
+class atomic:
+    """Code that must not be preempted: a context manager and a decorator.
+
+        with goloop.atomic():
+            ...                      # runs to its end, however long it takes
+
+        @goloop.atomic()             # or @goloop.atomic
+        def transfer(a, b): ...
+
+    Decorating a coroutine function protects its code between awaits (an
+    await still lets other tasks run, as always).  Nesting is fine."""
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        self._tokens = []
+        return self(func) if func is not None else self
+
+    def __enter__(self):
+        self._tokens.append(_inside_atomic.set(True))
+        return self
+
+    def __exit__(self, *exc_info):
+        _inside_atomic.reset(self._tokens.pop())
+        return False
+
+    def __call__(self, func):
+        if not callable(func):
+            raise TypeError(f"goloop.atomic() decorates a callable, not {type(func).__name__}")
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def atomic_coroutine(*args, **kwargs):
+                token = _inside_atomic.set(True)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _inside_atomic.reset(token)
+            return atomic_coroutine
+
+        @functools.wraps(func)
+        def atomic_function(*args, **kwargs):
+            token = _inside_atomic.set(True)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _inside_atomic.reset(token)
+        return atomic_function
+
+
+def check_time_slice(value, source="time_slice"):
+    """Seconds as a float; TypeError/ValueError as asyncio's checks raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{source} must be a number of seconds, not {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or not (MIN_TIME_SLICE <= value <= 3600):
+        raise ValueError(f"{source} must be between {MIN_TIME_SLICE} and 3600 seconds, got {value!r}")
+    return value
+
+
+def parse_time_slice(text):
+    """GOLOOP_TIME_SLICE: seconds ('0.01'), or with a unit: '10ms', '200us', '1s'."""
+    s = text.strip().lower()
+    for unit, scale in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        if s.endswith(unit):
+            s, mult = s[: -len(unit)], scale
+            break
+    else:
+        mult = 1.0
+    try:
+        seconds = float(s) * mult
+    except ValueError:
+        raise ValueError(f"{TIME_SLICE_ENV}={text!r} is not a duration (seconds, or with us/ms/s)") from None
+    return check_time_slice(seconds, f"{TIME_SLICE_ENV}={text!r}")
+
+
+def default_time_slice():
+    text = os.environ.get(TIME_SLICE_ENV)
+    return parse_time_slice(text) if text else DEFAULT_TIME_SLICE
+
+
+_warned_thread = False
+
+
+def _warn_not_main_thread():
+    global _warned_thread
+    if not _warned_thread:
+        _warned_thread = True
+        warnings.warn(
+            "goloop preempts only a loop running on the main thread (CPython runs signal "
+            f"handlers there only); this loop on {threading.current_thread().name!r} runs "
+            "task steps cooperatively",
+            PreemptionWarning,
+            stacklevel=5,
+        )
+
+
+def _mark_polls(selector):
+    """Make selector.select() tell sysmon when it blocks; returns the undo."""
+    select = selector.select
+    poll_enter, poll_exit = _goloop._poll_enter, _goloop._poll_exit
+
+    def marked_select(timeout=None):
+        if timeout is not None and timeout <= 0:
+            return select(timeout)
+        poll_enter()
+        try:
+            return select(timeout)
+        finally:
+            poll_exit()
+
+    try:
+        selector.select = marked_select
+    except (AttributeError, TypeError):
+        return lambda: None
+
+    def undo():
+        if selector.__dict__.get("select") is marked_select:
+            del selector.select
+    return undo
+
+
+@contextlib.contextmanager
+def running(loop):
+    """Preempt loop's long task steps while the with-block runs it."""
+    if not (loop._preempt and loop._goroutines) or asyncio._get_running_loop() is not None:
+        yield   # (a loop already running here: run_forever raises as usual)
+        return
+    if threading.current_thread() is not threading.main_thread():
+        _warn_not_main_thread()
+        yield
+        return
+    previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
+    signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
+    try:
+        _goloop._preempt_attach(loop._time_slice or default_time_slice(), previous)
+    except BaseException:
+        signal.signal(signal.SIGURG, previous)
+        raise
+    selector = getattr(loop, "_selector", None)
+    unmark = _mark_polls(selector) if selector is not None else (lambda: None)
+    try:
+        yield
+    finally:
+        unmark()
+        _goloop._preempt_detach()
+        # Put back what was there, unless the application replaced ours.
+        if signal.getsignal(signal.SIGURG) is _goloop._on_sigurg:
+            signal.signal(signal.SIGURG, previous if previous is not None else signal.SIG_DFL)
+
+
+_goloop._setup_preempt(
+    _inside_atomic, asyncio.tasks._enter_task, asyncio.tasks._leave_task, STEP_BASE, BASE_ONLY,
+    NEVER_PREEMPT,
+)

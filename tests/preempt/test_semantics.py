@@ -1,0 +1,406 @@
+"""What preemption guarantees besides fairness: asyncio's own semantics.
+
+current_task() stays true across a preemption; a task cancelled while
+preempted gets CancelledError at its next await, not in the middle of its
+computation; Ctrl-C stops a CPU hog as it does on asyncio; the
+application's own SIGURG handler is still called and put back; signals
+above SIGURG are still delivered while steps are parked in the SIGURG
+handler; code that must not be interrupted is not (goloop.atomic(), frames
+of asyncio, the import system, greenlets); options are checked like
+asyncio's; a loop off the main thread warns and runs cooperatively; an
+idle loop lets sysmon sleep.
+
+Every test that relies on a preemption having happened checks the
+`preemptions` counter, and every test that relies on one NOT happening
+checks that the same code, unprotected, is preempted — so none passes
+vacuously.  Time margins are wide (hundreds of ms against a 10 ms slice).
+"""
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+import types
+import warnings
+
+import pytest
+
+import goloop
+
+perf = time.perf_counter
+
+
+def burn(seconds):
+    """Pure-Python work for `seconds`, no await: a step the loop cannot
+    interrupt unless it preempts."""
+    end = perf() + seconds
+    n = 0
+    while perf() < end:
+        n += 1
+    return n
+
+
+def run(main, **options):
+    """Run main() on a new preempting goloop loop; (result, stats delta)."""
+    before = goloop.stats()
+    with asyncio.Runner(loop_factory=lambda: goloop.new_event_loop(**options)) as runner:
+        result = runner.run(main())
+    after = goloop.stats()
+    return result, {k: after[k] - before[k] for k in ("preemptions", "preempt_declined", "steps")}
+
+
+def test_current_task_stays_true_across_preemptions():
+    async def hog(seen):
+        me = asyncio.current_task()
+        end = perf() + 0.3
+        while perf() < end:
+            seen.add(asyncio.current_task() is me)
+
+    async def ticker(seen):
+        me = asyncio.current_task()
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            seen.add(asyncio.current_task() is me)
+
+    async def main():
+        hog_seen, tick_seen = set(), set()
+        await asyncio.gather(hog(hog_seen), ticker(tick_seen))
+        return hog_seen, tick_seen
+
+    (hog_seen, tick_seen), d = run(main)
+    assert d["preemptions"] >= 5
+    assert hog_seen == {True}
+    assert tick_seen == {True}
+
+
+def test_cancel_while_preempted_lands_at_the_next_await():
+    async def hog(progress):
+        burn(0.3)                    # preempted many times, cancelled meanwhile
+        progress.append("computed")
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            progress.append("cancelled at await")
+            raise
+        progress.append("not cancelled")
+
+    async def main():
+        progress = []
+        task = asyncio.create_task(hog(progress))
+        await asyncio.sleep(0.05)    # runs only because the hog is preempted
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return progress
+
+    progress, d = run(main)
+    assert d["preemptions"] >= 3
+    assert progress == ["computed", "cancelled at await"]
+
+
+CTRL_C_SCRIPT = r"""
+import asyncio, sys, time
+import goloop
+
+async def hog():
+    end = time.perf_counter() + 60
+    while time.perf_counter() < end:
+        pass
+
+async def main():
+    print("ready", flush=True)
+    await asyncio.create_task(hog())
+
+factory = goloop.new_event_loop if sys.argv[1] == "goloop" else asyncio.new_event_loop
+with asyncio.Runner(loop_factory=factory) as runner:
+    runner.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["goloop", "asyncio"])
+def test_ctrl_c_stops_a_cpu_hog_as_on_asyncio(tmp_path, kind):
+    """Two Ctrl-C stop a program whose task computes for a minute: the first
+    cancels the main task (it cannot take effect inside the hog's step), the
+    second raises KeyboardInterrupt inside the computation — on both loops."""
+    import subprocess
+
+    script = tmp_path / "hog.py"
+    script.write_text(CTRL_C_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(goloop.__file__)))
+    p = subprocess.Popen([sys.executable, str(script), kind], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode != 0, err
+    assert "KeyboardInterrupt" in err, err
+    assert "Fatal" not in err and "Segmentation" not in err, err
+
+
+def test_application_sigurg_handler_is_still_called_and_put_back():
+    calls = []
+
+    def app_handler(signum, frame):
+        calls.append(signum)
+
+    async def main():
+        assert signal.getsignal(signal.SIGURG) is goloop._goloop._on_sigurg
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGURG)
+            await asyncio.sleep(0.01)
+        burn(0.1)                    # goloop's own SIGURGs meanwhile
+
+    old = signal.signal(signal.SIGURG, app_handler)
+    try:
+        _, d = run(main)
+        assert signal.getsignal(signal.SIGURG) is app_handler
+    finally:
+        signal.signal(signal.SIGURG, old)
+    assert d["preemptions"] >= 3
+    assert calls == [signal.SIGURG] * 3
+
+
+def test_signals_above_sigurg_are_delivered_while_steps_are_preempted():
+    """SIGWINCH (28) is handled after SIGURG (23) in CPython's batch; with a
+    step parked inside the SIGURG handler it must still arrive, within a
+    bounded delay (a loop iteration, here well under 0.5 s)."""
+    assert signal.SIGWINCH > signal.SIGURG
+    delays = []
+    sent = []
+
+    def on_winch(signum, frame):
+        delays.append(perf() - sent[-1])
+
+    def sender(stop):
+        while not stop.is_set():
+            sent.append(perf())
+            os.kill(os.getpid(), signal.SIGWINCH)
+            time.sleep(0.013)
+
+    async def main():
+        stop = threading.Event()
+        t = threading.Thread(target=sender, args=(stop,))
+        t.start()
+        try:
+            await asyncio.gather(hog_task(), hog_task())
+        finally:
+            stop.set()
+            await asyncio.to_thread(t.join)
+
+    async def hog_task():
+        burn(0.6)
+
+    old = signal.signal(signal.SIGWINCH, on_winch)
+    try:
+        _, d = run(main)
+    finally:
+        signal.signal(signal.SIGWINCH, old)
+    assert d["preemptions"] >= 20
+    assert len(delays) >= 10, f"only {len(delays)} SIGWINCH handled of {len(sent)} sent"
+    assert max(delays) < 0.5, f"a SIGWINCH waited {max(delays):.3f} s"
+
+
+def _ticks_during(body, **options):
+    """Run body(mark) in a task step while a ticker task asks for a turn
+    every millisecond; body calls mark() where the region under test starts
+    and where it ends, from inside it.  Returns (turns the ticker got between
+    the two marks, stats delta): more than 0 means the region was preempted.
+    (A preemption after the region — the step still outlasts its slice — is
+    allowed and not counted.)"""
+    ticks = 0
+    marks = []
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    async def main():
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0.005)
+        result = body(lambda: marks.append(ticks))
+        if asyncio.iscoroutine(result):
+            await result
+        t.cancel()
+
+    _, d = run(main, **options)
+    assert len(marks) == 2, marks
+    return marks[1] - marks[0], d
+
+
+def unprotected(mark, seconds=0.15):
+    mark()
+    burn(seconds)
+    mark()
+
+
+def test_atomic_context_manager_is_not_preempted():
+    def protected(mark):
+        with goloop.atomic():
+            unprotected(mark)
+
+    assert _ticks_during(unprotected)[0] >= 5            # the control
+    ticks, d = _ticks_during(protected)
+    assert ticks == 0 and d["preempt_declined"] >= 3     # sysmon asked, in vain
+
+
+def test_atomic_decorators_sync_and_async():
+    assert _ticks_during(goloop.atomic(unprotected))[0] == 0
+    assert _ticks_during(goloop.atomic()(unprotected))[0] == 0
+
+    @goloop.atomic
+    async def coro(mark):
+        unprotected(mark, 0.1)
+        await asyncio.sleep(0)        # an await still lets others run ...
+        burn(0.05)                    # ... and the code after it is protected
+
+    ticks, d = _ticks_during(coro)
+    assert ticks == 0 and d["preempt_declined"] >= 3
+    with pytest.raises(TypeError, match="decorates a callable"):
+        goloop.atomic(42)
+
+
+def test_frames_of_asyncio_and_the_import_system_are_not_preempted(tmp_path, monkeypatch):
+    # The same loop, compiled as if it were asyncio's own code.
+    ns = {"__name__": "asyncio.pretend", "burn": burn}
+    exec("def unprotected(mark):\n    mark()\n    burn(0.15)\n    mark()\n", ns)
+    ticks, d = _ticks_during(ns["unprotected"])
+    assert ticks == 0 and d["preempt_declined"] >= 3
+
+    # A module whose body computes while being imported (import lock held).
+    marker = types.ModuleType("goloop_test_marker")
+    monkeypatch.setitem(sys.modules, marker.__name__, marker)
+    (tmp_path / "slow_import_mod.py").write_text(
+        "import goloop_test_marker as m, time\n"
+        "m.mark()\nend = time.perf_counter() + 0.15\n"
+        "while time.perf_counter() < end:\n    pass\nm.mark()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def import_it(mark):
+        marker.mark = mark
+        __import__("slow_import_mod")
+
+    ticks, d = _ticks_during(import_it)
+    assert ticks == 0 and d["preempt_declined"] >= 3
+
+
+def test_a_step_inside_a_child_greenlet_is_not_preempted():
+    greenlet = pytest.importorskip("greenlet")
+    ticks, d = _ticks_during(lambda mark: greenlet.greenlet(lambda: unprotected(mark)).switch())
+    assert ticks == 0 and d["preempt_declined"] >= 3
+
+
+def test_preempt_false_and_time_slice():
+    assert _ticks_during(unprotected, preempt=False)[0] == 0
+    coarse = _ticks_during(lambda mark: unprotected(mark, 0.3), time_slice=0.1)[1]["preemptions"]
+    fine = _ticks_during(lambda mark: unprotected(mark, 0.3), time_slice=0.002)[1]["preemptions"]
+    assert 1 <= coarse <= 4
+    assert fine >= 20
+
+
+@pytest.mark.parametrize("value, exc", [
+    ("10ms", TypeError), (0, ValueError), (-1, ValueError), (float("nan"), ValueError),
+    (1e-9, ValueError), (True, TypeError), (7200, ValueError),
+])
+def test_bad_time_slice(value, exc):
+    with pytest.raises(exc, match="time_slice"):
+        goloop.new_event_loop(time_slice=value)
+    coro = asyncio.sleep(0)
+    with pytest.raises(exc, match="time_slice"):
+        goloop.run(coro, time_slice=value)
+    coro.close()
+
+
+def test_time_slice_environment_variable(run_python):
+    code = "import goloop; l = goloop.new_event_loop(); print(l._time_slice); l.close()"
+    r = run_python(code, env={"GOLOOP_TIME_SLICE": "5ms"})
+    assert r.returncode == 0 and float(r.stdout) == pytest.approx(0.005), r.stderr
+    r = run_python(code, env={"GOLOOP_TIME_SLICE": "fast"})
+    assert r.returncode != 0 and "GOLOOP_TIME_SLICE='fast' is not a duration" in r.stderr
+
+
+def test_loop_off_the_main_thread_warns_once_and_runs_cooperatively():
+    goloop._preempt._warned_thread = False
+    out = {}
+
+    def in_thread():
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            out["first"] = _ticks_during(unprotected)[0]
+            out["second"] = _ticks_during(unprotected)[0]
+        out["warnings"] = [x for x in w if issubclass(x.category, goloop.PreemptionWarning)]
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    assert out["first"] == 0 and out["second"] == 0
+    assert len(out["warnings"]) == 1
+    assert "main thread" in str(out["warnings"][0].message)
+
+
+def test_sysmon_sleeps_while_the_loop_is_idle():
+    """Idle for 1 s: a sysmon that kept its 10 ms rhythm would wake ~100
+    times; one that sleeps until the loop's poll ends wakes a few times around
+    the poll's start and end."""
+    async def main():
+        await asyncio.sleep(0.1)
+        a = goloop.stats()["sysmon_wakeups"]
+        await asyncio.sleep(1.0)
+        return goloop.stats()["sysmon_wakeups"] - a
+
+    wakeups, _ = run(main)
+    assert wakeups <= 15
+
+
+def test_stats_report_steps_preemptions_and_the_longest_step(run_python):
+    code = """
+import asyncio, json, time, goloop
+async def hog():
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:
+        pass
+goloop.run(hog())
+print(json.dumps(goloop.stats()))
+"""
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    import json
+    s = json.loads(r.stdout)
+    for key in ("steps", "preemptions", "preempt_requests", "preempt_declined",
+                "longest_step", "sysmon_wakeups", "stacks_in_use", "stacks_cached"):
+        assert key in s
+    assert s["preemptions"] >= 5 and s["preempt_requests"] >= s["preemptions"]
+    assert s["steps"] > s["preemptions"]
+    assert s["longest_step"] < 0.15      # 0.3 s of work in 10 ms slices
+
+
+def test_closing_a_loop_with_a_preempted_step_unwinds_it():
+    log = []
+
+    async def hog():
+        try:
+            burn(5)
+        finally:
+            log.append("finally")
+
+    loop = goloop.new_event_loop()
+    task = loop.create_task(hog())
+
+    async def stop_soon():
+        await asyncio.sleep(0.05)
+
+    loop.run_until_complete(stop_soon())   # the hog is preempted, not done
+    assert not task.done()
+    loop.close()
+    import gc
+    gc.collect()
+    assert log == ["finally"]
