@@ -61,7 +61,6 @@ typedef struct {
     PyObject *enter_task, *leave_task;   /* asyncio.tasks._enter/_leave_task */
     PyObject *str_greenlet;          /* interned "greenlet" */
     uint64_t steps, preemptions, declined;
-    int soon_retries;                /* see MAX_SOON_RETRIES in preempt.c */
     int64_t longest_step_ns;
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;

@@ -38,10 +38,12 @@
  * out: another task on the same thread would re-enter or deadlock on them);
  * not inside goloop.atomic() (a ContextVar); not while the step runs in a
  * greenlet other than its thread's main one (greenlet keeps parts of the C
- * stack by address).  A request declined because asyncio or goloop code is
- * running is tried again at the next bytecode boundaries (that code returns
- * within microseconds); one declined for the other reasons is repeated by
- * sysmon every retry interval while the step runs.
+ * stack by address).  sysmon repeats a declined request while the step
+ * runs, 50 µs later, then backing off up to the slice (asyncio's own code
+ * is usually left within microseconds, an atomic section maybe not for
+ * long).  A request is not repeated from here (PyErr_SetInterruptEx would
+ * do it at the next boundary): each one writes a byte to the signal wakeup
+ * fd asyncio sets for its signal handlers, which would fill up.
  *
  * Signals: CPython calls handlers in ascending signal number, clearing each
  * flag first.  While a preempted step is parked inside on_sigurg, signals
@@ -53,10 +55,6 @@
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
 #include <signal.h>
-
-/* Boundaries at which a request declined because asyncio code was running
- * is tried again before waiting for sysmon's next one. */
-#define MAX_SOON_RETRIES 64
 
 /* ---- the marks around each stretch of a step (called by steps.c) ------- */
 
@@ -167,46 +165,31 @@ is_step_base(gl_module_state *st, PyObject *frame)
     return found;
 }
 
-/* Why a step may not be preempted at this bytecode boundary. */
-typedef enum {
-    PREEMPT_OK,
-    PREEMPT_SOON,      /* asyncio/goloop code is running: retry at the next
-                          boundary, it is usually over in microseconds */
-    PREEMPT_LATER,     /* atomic(), a lock holder, a greenlet, no base:
-                          sysmon asks again after its retry interval */
-} preempt_verdict;
-
 /* Every frame above the step's base must be the task's own code: an asyncio
  * or goloop frame there means asyncio is in the middle of something
  * (scheduling a callback, notifying waiters, calling an exception handler,
  * starting an eager task) and its state is consistent only once it returns;
  * a frame of a module in `never_preempt` holds a lock. */
-static preempt_verdict
+static int
 preemptible(gl_module_state *st, PyObject *frame)
 {
     if (frame == NULL || !PyFrame_Check(frame) || inside_atomic(st))
-        return PREEMPT_LATER;
-    preempt_verdict v = PREEMPT_LATER;   /* until the base is found */
+        return 0;
+    int ok = 0;
     Py_INCREF(frame);
     while (frame != NULL) {
         if (is_step_base(st, frame)) {
-            v = PREEMPT_OK;
+            ok = 1;
             break;
         }
-        if (module_in(frame, st->never_preempt))
+        if (module_in(frame, st->base_only) || module_in(frame, st->never_preempt))
             break;
-        if (module_in(frame, st->base_only)) {
-            v = PREEMPT_SOON;
-            break;
-        }
         PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)frame);
         Py_DECREF(frame);
         frame = back;
     }
     Py_XDECREF(frame);
-    if (v == PREEMPT_OK && in_child_greenlet(st))
-        v = PREEMPT_LATER;
-    return v;
+    return ok && !in_child_greenlet(st);
 }
 
 /* ---- the SIGURG handler ------------------------------------------------ */
@@ -271,32 +254,12 @@ mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!on_preempting_thread(st) || request != atomic_load(&st->p.tick))
         Py_RETURN_NONE;   /* that step already ended */
     GoroutineObject *w = gl_goroutine_current();
-    if (w == NULL || !w->step_worker || w->step_handle == NULL) {
-        st->declined++;
+    if (w == NULL || !w->step_worker || w->step_handle == NULL
+            || !preemptible(st, args[1])) {
+        st->declined++;   /* sysmon asks again (sysmon.c: backing off) */
         Py_RETURN_NONE;
     }
-    switch (preemptible(st, args[1])) {
-    case PREEMPT_OK:
-        st->soon_retries = 0;
-        return preempt_step(st, w);
-    case PREEMPT_SOON:
-        /* Ask again at the next boundary: put the request back and trip
-         * SIGURG from this (the main) thread, which sets the eval breaker.
-         * Bounded, so a step that stays in asyncio code for long falls back
-         * to sysmon's retry interval. */
-        if (st->soon_retries++ < MAX_SOON_RETRIES) {
-            atomic_store(&st->p_request, request);
-            PyErr_SetInterruptEx(SIGURG);
-            Py_RETURN_NONE;
-        }
-        st->soon_retries = 0;
-        break;
-    case PREEMPT_LATER:
-        st->soon_retries = 0;
-        break;
-    }
-    st->declined++;
-    Py_RETURN_NONE;
+    return preempt_step(st, w);
 }
 
 /* ---- attaching the main thread's loop ---------------------------------- */

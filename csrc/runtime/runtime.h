@@ -139,8 +139,9 @@ void gl_overflow_arm_thread(void);
  * thread marks where each step begins and ends (gl_p_step_begin/end) and
  * when it blocks waiting for I/O (gl_p_poll_enter/exit).  sysmon, one
  * background thread per process, calls p->preempt(p, tick) on its own thread
- * when the step numbered `tick` has run for slice_ns, and again every
- * retry_ns while that same step goes on; what "preempt" means is the
+ * when the step numbered `tick` has run for slice_ns, and again while that
+ * same step goes on (after retry_ns, then doubling up to slice_ns); what
+ * "preempt" means is the
  * owner's business (the CPython glue makes the interpreter call a handler at
  * its next bytecode boundary).  The fields below the line are sysmon's. */
 typedef struct gl_p {
@@ -155,6 +156,7 @@ typedef struct gl_p {
     /* ---- sysmon's own, under its lock ---- */
     uint64_t requested_tick;       /* the step last asked to stop ... */
     int64_t retry_at;              /* ... and when to ask again */
+    int64_t backoff;
     uint64_t seen_polls;           /* polls and polling at the last look */
     int seen_polling;
     int attached;
@@ -169,8 +171,8 @@ typedef struct gl_sysmon_stats {
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t gl_nanotime(void);
-/* Fill in p for gl_sysmon_attach: slice and retry in ns (retry 0: the
- * smaller of the slice and 1 ms), and the preempt callback. */
+/* Fill in p for gl_sysmon_attach: slice and first retry in ns (retry 0:
+ * 50 µs), and the preempt callback. */
 void gl_p_init(gl_p *p, int64_t slice_ns, int64_t retry_ns,
                void (*preempt)(gl_p *p, uint64_t tick), void *ctx);
 /* Start watching p (starting sysmon on first use): GL_OK, GL_EINVAL (slice

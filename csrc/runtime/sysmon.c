@@ -48,6 +48,7 @@
 #define DELAY_MAX (10 * NS_PER_MS)     /* Go: 10 ms */
 #define IDLE_LOOKS_BEFORE_BACKOFF 50   /* Go: idle > 50 */
 #define NEVER INT64_MAX
+#define RETRY_FIRST (50 * NS_PER_US)   /* first repeat of a declined request */
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv;              /* CLOCK_MONOTONIC; made by start() */
@@ -69,8 +70,8 @@ void gl_p_init(gl_p *p, int64_t slice_ns, int64_t retry_ns,
     *p = (gl_p){0};
     p->slice_ns = slice_ns;
     if (retry_ns <= 0)
-        retry_ns = slice_ns < NS_PER_MS ? slice_ns : NS_PER_MS;
-    p->retry_ns = retry_ns;
+        retry_ns = RETRY_FIRST;
+    p->retry_ns = retry_ns < slice_ns ? retry_ns : slice_ns;
     p->preempt = preempt;
     p->ctx = ctx;
 }
@@ -88,8 +89,16 @@ static int64_t look_at_step(gl_p *p, int64_t now)
         due = p->retry_at;
     if (now < due)
         return due;
-    p->requested_tick = tick;
-    p->retry_at = now + p->retry_ns;
+    if (p->requested_tick == tick) {
+        p->backoff *= 2;
+        if (p->backoff > p->slice_ns)
+            p->backoff = p->slice_ns;
+    }
+    else {
+        p->requested_tick = tick;
+        p->backoff = p->retry_ns;
+    }
+    p->retry_at = now + p->backoff;
     counters.requests++;
     p->preempt(p, tick);
     return p->retry_at;
