@@ -203,10 +203,12 @@ def running(loop):
         _warn_not_main_thread()
         yield
         return
+    if loop._time_slice is None:
+        loop._time_slice = default_time_slice()
     previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
     signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
     try:
-        _goloop._preempt_attach(loop._time_slice or default_time_slice(), previous)
+        _goloop._preempt_attach(loop._time_slice, previous)
     except BaseException:
         signal.signal(signal.SIGURG, previous)
         raise

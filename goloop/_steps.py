@@ -91,7 +91,7 @@ class GoroutineSteps:
         if self._ready:
             if self._preempted_since is None:
                 self._preempted_since = now
-            if now - self._preempted_since < (self._time_slice or _preempt.DEFAULT_TIME_SLICE):
+            if now - self._preempted_since < self._time_slice:
                 self._call_soon(self._resume_preempted, (), None)
                 return
         self._preempted_since = None

@@ -10,6 +10,7 @@ with -P so that the current directory cannot shadow it.
 Fixtures here are opt-in (no autouse), so they do not touch tests/runtime/.
 """
 import gc
+import json
 import os
 import site
 import subprocess
@@ -98,6 +99,27 @@ def run_python():
 def run_module():
     """run_module(module, *argv, env=None, timeout=120, cwd=None)."""
     return _run_module
+
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_benchmarks(results, *args, timeout=120):
+    """python -m benchmarks *args --results `results` from the project root
+    (which goes on the path first: the benchmarks package is not installed;
+    it steps aside for an installed goloop itself); (CompletedProcess, the
+    JSON lines as dicts)."""
+    path = subprocess_env().get("PYTHONPATH")
+    env = {"PYTHONPATH": PROJECT_ROOT + (os.pathsep + path if path else "")}
+    r = _run_module("benchmarks", *args, "--results", str(results), env=env, timeout=timeout, cwd=PROJECT_ROOT)
+    lines = results.read_text().splitlines() if results.exists() else []
+    return r, [json.loads(line) for line in lines]
+
+
+@pytest.fixture
+def run_benchmarks():
+    """run_benchmarks(results_path, *argv, timeout=120) -> (CompletedProcess, rows)."""
+    return _run_benchmarks
 
 
 @pytest.fixture

@@ -116,6 +116,7 @@ extern PyMethodDef gl_steps_methods[];
 int gl_steps_init(PyObject *module, gl_module_state *st);
 int gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg);
 void gl_steps_clear(gl_module_state *st);
+int gl_steps_stats(gl_module_state *st, PyObject *dict);
 
 /* preempt.c: module functions, state, and the marks steps.c makes around
  * each step (a clock read; the sysmon marks on the preempting thread). */

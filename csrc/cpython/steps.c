@@ -230,6 +230,24 @@ PyMethodDef gl_steps_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+/* stats(): this thread's pooled step workers (each holds a stack). */
+int
+gl_steps_stats(gl_module_state *st, PyObject *d)
+{
+    Py_ssize_t n = 0;
+    if (st->step_pool != NULL) {
+        PyObject *idle = pool_list(st);
+        if (idle == NULL)
+            return -1;
+        n = PyList_GET_SIZE(idle);
+        Py_DECREF(idle);
+    }
+    PyObject *v = PyLong_FromSsize_t(n);
+    int r = v ? PyDict_SetItemString(d, "step_workers_pooled", v) : -1;
+    Py_XDECREF(v);
+    return r;
+}
+
 int
 gl_steps_init(PyObject *module, gl_module_state *st)
 {

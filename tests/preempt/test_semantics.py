@@ -377,11 +377,13 @@ print(json.dumps(goloop.stats()))
     import json
     s = json.loads(r.stdout)
     for key in ("steps", "preemptions", "preempt_requests", "preempt_declined",
-                "longest_step", "sysmon_wakeups", "stacks_in_use", "stacks_cached"):
+                "longest_step", "sysmon_wakeups", "stacks_in_use", "stacks_cached",
+                "step_workers_pooled"):
         assert key in s
     assert s["preemptions"] >= 5 and s["preempt_requests"] >= s["preemptions"]
     assert s["steps"] > s["preemptions"]
     assert s["longest_step"] < 0.15      # 0.3 s of work in 10 ms slices
+    assert s["step_workers_pooled"] >= 1  # the worker that ran it, back in the pool
 
 
 def test_closing_a_loop_with_a_preempted_step_unwinds_it():

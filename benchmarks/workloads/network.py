@@ -1,0 +1,195 @@
+"""TCP echo workloads: uvloop's echo methodology, server and clients in separate processes.
+
+The echo server (benchmarks.net_server) runs on the loop under test in a
+fresh interpreter of its own; the load comes from other processes
+(benchmarks.net_client.client, forked from this one: a fork costs a
+millisecond, a fresh interpreter tens) over loopback, each connection with
+plain blocking sockets and TCP_NODELAY, sending a message and waiting for
+the whole echo before sending the next.  One client process per connection,
+as uvloop's benchmark does (beyond MAX_CLIENT_PROCS a process drives several
+connections on threads): against a uvloop server, 10 connections from 10
+processes gave a steady ~50k req/s here, from one process on 10 threads
+38-48k.  What the numbers mean on this 2-core machine: the server and its
+clients share the cores, so requests/s is the whole system's rate and
+counts the clients' cost too; the server's CPU time per request is the
+loop's own cost and the cleaner comparison between loops.
+
+Server variants (see benchmarks.net_server): the sock_* API (a task per
+connection on sock_recv/sock_sendall), streams (start_server, reader/writer),
+Protocol (data_received -> transport.write) and BufferedProtocol
+(get_buffer/buffer_updated).  Messages of 1, 10 and 100 KiB; 1 and 10
+concurrent connections: 24 combinations, each run for a fixed window after a
+warm-up (timing_for: 1 s, --quick 0.5 s).  The runner repeats every run
+(5 times; --quick once), each paying ~0.55 s for two fresh interpreters
+(its child and the server), so the regular WORKLOADS are the 8 combinations
+of CORE (~4.8 min of a full run, ~37 s of --quick) and the other 16 are
+EXTRA_WORKLOADS, run when -k selects them (-k echo: all 24).
+
+Metrics: requests_per_s (headline; requests started by the clients within
+the window / window), and server_cpu_per_req: the server process's CPU time
+(user + system, all its threads: /proc/PID/task/*/schedstat, ns precision)
+over the same window, per request.
+
+Every process started here is bounded in time (the server exits at end of
+its stdin or after a deadline, clients at the window's end or a socket
+timeout) and killed on the way out, errors included.
+"""
+import contextlib
+import functools
+import multiprocessing
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from benchmarks import ROOT, net_client
+from benchmarks.workload import Metric, Workload, size
+
+MAX_CLIENT_PROCS = 10
+STARTUP_TIMEOUT = 30.0     # seconds for a server or client to say it is ready
+FORK = multiprocessing.get_context("fork")   # clients: this process's code, no fresh interpreter
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: float          # seconds of load before the window, not counted
+    window: float          # seconds measured
+
+
+def timing_for(quick):
+    return Timing(warmup=size(0.25, 0.1, quick), window=size(1.0, 0.5, quick))
+
+
+KINDS = {"sock": "sock_*", "streams": "streams", "protocol": "Protocol", "buffered": "BufferedProtocol"}
+SIZES_KIB = (1, 10, 100)
+CONNS = (1, 10)
+CORE = {                   # (kind, KiB, connections) run by default
+    ("protocol", 1, 1), ("protocol", 1, 10), ("protocol", 100, 1),
+    ("streams", 1, 1), ("streams", 1, 10),
+    ("sock", 1, 1), ("sock", 1, 10),
+    ("buffered", 1, 1),
+}
+
+REQUESTS_PER_S = Metric("requests_per_s", "req/s", higher_is_better=True)
+SERVER_CPU = Metric("server_cpu_per_req", "µs")
+
+
+# -- processes --------------------------------------------------------------
+
+def start_server(stack, loop_name, kind, timing):
+    """Start benchmarks.net_server in a fresh interpreter; (process, port) once it listens.
+
+    stack kills and reaps it on exit."""
+    lifetime = STARTUP_TIMEOUT + timing.warmup + timing.window + 30
+    argv = [sys.executable, "-m", "benchmarks.net_server", loop_name, kind, "--max-seconds", str(lifetime)]
+    proc = stack.enter_context(subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    stack.callback(kill, proc)        # runs before Popen.__exit__ closes the pipes and waits
+    ready, _, _ = select.select([proc.stdout], [], [], STARTUP_TIMEOUT)
+    line = proc.stdout.readline() if ready else b""
+    if not line:
+        kill(proc)
+        raise RuntimeError(f"{' '.join(argv[2:])}: no port (exit status {proc.wait()})")
+    return proc, int(line)
+
+
+def kill(proc):
+    if proc.poll() is None:
+        proc.kill()
+
+
+def start_clients(stack, port, message, conns):
+    """Fork the client processes (benchmarks.net_client.client) for conns connections.
+
+    One process per connection up to MAX_CLIENT_PROCS, then several
+    connections per process; returns (process, pipe) pairs.  stack kills and
+    reaps them on exit."""
+    procs = min(conns, MAX_CLIENT_PROCS)
+    clients = []
+    for i in range(procs):
+        share = conns // procs + (i < conns % procs)
+        pipe, child_pipe = FORK.Pipe()
+        proc = FORK.Process(target=net_client.client, args=(port, message, share, child_pipe), daemon=True)
+        proc.start()
+        stack.callback(stop_client, proc)
+        child_pipe.close()
+        clients.append((proc, pipe))
+    return clients
+
+
+def stop_client(proc):
+    proc.kill()
+    proc.join()
+
+
+def receive(client, timeout):
+    """The next thing a client process sends, within timeout seconds."""
+    proc, pipe = client
+    with contextlib.suppress(EOFError):
+        if pipe.poll(timeout):
+            return pipe.recv()
+    raise RuntimeError(f"a client process failed (exit code {proc.exitcode})")
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system) of every thread of process pid, in seconds."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+def sleep_until(t):
+    time.sleep(max(0.0, t - time.monotonic()))
+
+
+# -- measuring --------------------------------------------------------------
+
+def drive(stack, server, port, message, conns, timing):
+    """Load server with conns client connections; returns (requests in the window, server CPU seconds)."""
+    clients = start_clients(stack, port, message, conns)
+    for client in clients:
+        receive(client, STARTUP_TIMEOUT)                 # "ready": connected
+    t0 = time.monotonic() + timing.warmup
+    t1 = t0 + timing.window
+    for _, pipe in clients:
+        pipe.send((t0, t1))
+    sleep_until(t0)
+    cpu0 = cpu_seconds(server.pid)
+    sleep_until(t1)
+    cpu1 = cpu_seconds(server.pid)
+    requests = sum(receive(client, net_client.TIMEOUT) for client in clients)
+    return requests, cpu1 - cpu0
+
+
+def rates(requests, cpu, window):
+    """The metrics every network workload reports."""
+    if not requests:
+        raise RuntimeError("no request completed in the window")
+    return {REQUESTS_PER_S.name: requests / window, SERVER_CPU.name: cpu / requests * 1e6}
+
+
+def measure_echo(kind, nbytes, conns, loop_name, quick):
+    timing = timing_for(quick)
+    with contextlib.ExitStack() as stack:
+        server, port = start_server(stack, loop_name, kind, timing)
+        requests, cpu = drive(stack, server, port, (b"x" * nbytes, nbytes), conns, timing)
+    return rates(requests, cpu, timing.window)
+
+
+def echo_workload(kind, size_kib, conns):
+    return Workload(
+        name=f"echo {KINDS[kind]} {size_kib} KiB x{conns}",
+        group="network",
+        run=functools.partial(measure_echo, kind, size_kib * 1024, conns),
+        metrics=(REQUESTS_PER_S, SERVER_CPU),
+        note="TCP echo: the server on the loop in a process of its own, blocking clients in others "
+             "(one per connection); xN: N connections, one request in flight each",
+    )
+
+
+COMBINATIONS = [(kind, size_kib, conns) for kind in KINDS for size_kib in SIZES_KIB for conns in CONNS]
+WORKLOADS = [echo_workload(*c) for c in COMBINATIONS if c in CORE]
+EXTRA_WORKLOADS = [echo_workload(*c) for c in COMBINATIONS if c not in CORE]

@@ -1,0 +1,179 @@
+"""Scheduling: what the loop itself costs per callback, task step, task and message.
+
+No I/O and no work in the callbacks or tasks, so these time the loop's own
+machinery -- the part goloop's native core is meant to make fast:
+
+call_soon 1M            1,000,000 loop.call_soon() of a callback that does
+                        nothing, from the first call to the last callback run.
+await sleep(0) step     a task awaiting asyncio.sleep(0) 200,000 times: one
+                        task step and one loop iteration each (µs per step).
+gather 100k tasks       asyncio.gather() of 100,000 coroutines that return at
+                        once: creating, stepping and collecting tasks.
+Queue ping-pong         two tasks pass a token through two asyncio.Queues,
+                        200,000 messages (100,000 round trips).
+goroutine switch        loop-independent, so measured once, under "goloop":
+                        a Python-visible goroutine round trip (g.resume() of a
+                        goroutine looping on goloop.park()) against greenlet's
+                        switch round trip of the same shape, and the raw C
+                        switch and C resume+park of the runtime underneath.
+                        Each the best of a few passes in the process: the
+                        minimum is the least noisy estimate of a fixed cost.
+"""
+import asyncio
+import time
+
+from benchmarks import loops
+from benchmarks.workload import Metric, Workload, size
+
+SECONDS = Metric("seconds", "s")
+
+
+# -- the loop workloads (each returns its figure) -------------------------------
+
+async def call_soon_burst(n):
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def nothing():
+        pass
+
+    def last():
+        done.set_result(time.perf_counter())
+
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        loop.call_soon(nothing)
+    loop.call_soon(last)
+    return await done - t0
+
+
+async def sleep0_steps(n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await asyncio.sleep(0)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def gather_trivial(n):
+    async def trivial():
+        pass
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(trivial() for _ in range(n)))
+    return time.perf_counter() - t0
+
+
+async def queue_ping_pong(messages):
+    pings, pongs = asyncio.Queue(), asyncio.Queue()
+    round_trips = messages // 2
+
+    async def ponger():
+        for _ in range(round_trips):
+            pongs.put_nowait(await pings.get())
+
+    t0 = time.perf_counter()
+    task = asyncio.create_task(ponger())
+    for i in range(round_trips):
+        pings.put_nowait(i)
+        await pongs.get()
+    await task
+    return time.perf_counter() - t0
+
+
+def on_loop(workload, metric, full, quick_size):
+    """run(loop_name, quick) for the Workload: the coroutine function
+    `workload(count)` on a new loop; its result is the metric."""
+    def run(loop_name, quick):
+        return {metric: loops.run(loop_name, workload(size(full, quick_size, quick)))}
+    return run
+
+
+# -- the goroutine switch ----------------------------------------------------------
+
+def best_ns_per_op(loop_body, n, passes):
+    """The fastest of `passes` timings of loop_body(n), per iteration."""
+    best = float("inf")
+    for _ in range(passes):
+        t0 = time.perf_counter_ns()
+        loop_body(n)
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return best
+
+
+def resume_loop(resume):
+    """A loop of n calls to `resume`: the round trip timed below."""
+    def loop_body(n):
+        for _ in range(n):
+            resume()
+    return loop_body
+
+
+def goloop_round_trip():
+    import goloop
+
+    park = goloop.park
+
+    def child():
+        while True:
+            park()
+
+    g = goloop.Goroutine(child)
+    g.resume()
+    return resume_loop(g.resume)
+
+
+def greenlet_round_trip():
+    import greenlet
+
+    parent = greenlet.getcurrent()
+
+    def child():
+        while True:
+            parent.switch()
+
+    gr = greenlet.greenlet(child)
+    gr.switch()
+    return resume_loop(gr.switch)
+
+
+def c_switch_costs(n, passes):
+    """The runtime's raw switch and resume+park in C (the cffi test module
+    built with goloop); {} when it is not there."""
+    try:
+        from goloop import _runtime_cffi
+    except ImportError:
+        return {}
+    lib = _runtime_cffi.lib
+    return {
+        "c_switch_ns": min(lib.gl_bench_raw_switch_ns(n) for _ in range(passes)),
+        "c_resume_park_ns": min(lib.gl_bench_resume_park_ns(n) for _ in range(passes)),
+    }
+
+
+def goroutine_switch(loop_name, quick):
+    n, passes = size(500_000, 100_000, quick), 3
+    metrics = {"round_trip_ns": best_ns_per_op(goloop_round_trip(), n, passes)}
+    try:
+        metrics["greenlet_round_trip_ns"] = best_ns_per_op(greenlet_round_trip(), n, passes)
+        metrics["vs_greenlet"] = metrics["round_trip_ns"] / metrics["greenlet_round_trip_ns"]
+    except ImportError:                     # greenlet comes with .[bench]
+        pass
+    return metrics | c_switch_costs(10 * n, passes)
+
+
+WORKLOADS = [
+    Workload("call_soon 1M", "scheduling", on_loop(call_soon_burst, "seconds", 1_000_000, 250_000),
+             (SECONDS,)),
+    Workload("await sleep(0) step", "scheduling", on_loop(sleep0_steps, "us_per_step", 200_000, 50_000),
+             (Metric("us_per_step", "µs"),)),
+    Workload("gather 100k tasks", "scheduling", on_loop(gather_trivial, "seconds", 100_000, 25_000),
+             (SECONDS,)),
+    Workload("Queue ping-pong 200k msgs", "scheduling", on_loop(queue_ping_pong, "seconds", 200_000, 50_000),
+             (SECONDS,)),
+    Workload("goroutine switch round trip", "scheduling", goroutine_switch,
+             (Metric("round_trip_ns", "ns"), Metric("greenlet_round_trip_ns", "ns"),
+              Metric("vs_greenlet", "ratio"), Metric("c_switch_ns", "ns"), Metric("c_resume_park_ns", "ns")),
+             loops=("goloop",),
+             note="goroutine switch: loop-independent, measured once (under goloop); "
+                  "greenlet's round trip and the raw C switch are in the details"),
+]
