@@ -69,7 +69,8 @@ def results_path(args):
 def list_workloads(entries):
     for entry in entries:
         w = entry.workload
-        extra = "  [extra: only with -k]" if entry.extra else ""
+        extra = ("  [extra: only with -k]" if entry.extra
+                 else "  [full runs only, or with -k]" if entry.full_only else "")
         print(f"{w.group:12} {entry.id}  ({w.headline.name}, {w.headline.unit}; loops {','.join(w.loops)}){extra}")
 
 
@@ -108,7 +109,7 @@ def main(argv=None):
     if args.list:
         return list_workloads(entries)
     loop_names, notes = chosen_loops(args.loops)
-    selected = [e for e in runner.select(entries, args.patterns) if runner.loops_for(e, loop_names)]
+    selected = [e for e in runner.select(entries, args.patterns, args.quick) if runner.loops_for(e, loop_names)]
     if not selected:
         raise SystemExit("no workload selected (python -m benchmarks --list shows them)")
     options = runner.Options(reps=args.reps or (1 if args.quick else 5), quick=args.quick,

@@ -41,6 +41,7 @@ class Entry:
     module: str                  # its module's name in benchmarks/workloads
     workload: Workload
     extra: bool = False          # listed in EXTRA_WORKLOADS: run only when -k selects it
+    full_only: bool = False      # listed in FULL_WORKLOADS: not in a --quick run unless -k selects it
 
     @property
     def id(self):
@@ -81,6 +82,7 @@ def workload_modules():
 def module_entries(module):
     mod = importlib.import_module(f"benchmarks.workloads.{module}")
     return ([Entry(module, w) for w in getattr(mod, "WORKLOADS", [])]
+            + [Entry(module, w, full_only=True) for w in getattr(mod, "FULL_WORKLOADS", [])]
             + [Entry(module, w, extra=True) for w in getattr(mod, "EXTRA_WORKLOADS", [])])
 
 
@@ -109,11 +111,12 @@ def matches(entry, pattern):
     return pattern.lower() in text
 
 
-def select(entries, patterns):
-    """Without patterns the regular workloads; with them, every workload
-    (extra ones too) whose name, group or module contains one of them."""
+def select(entries, patterns, quick=False):
+    """Without patterns the regular workloads (and, unless quick, the
+    full-run ones); with them, every workload (extra ones too) whose name,
+    group or module contains one of them."""
     if not patterns:
-        return [e for e in entries if not e.extra]
+        return [e for e in entries if not e.extra and not (quick and e.full_only)]
     return [e for e in entries if any(matches(e, p) for p in patterns)]
 
 
@@ -194,9 +197,11 @@ def loops_for(entry, wanted):
 
 
 def measure(entry, loop_names, options):
-    """{loop: Outcome} over options.reps repetitions, loops alternating."""
+    """{loop: Outcome} over options.reps repetitions (fewer if the workload
+    caps them), loops alternating."""
     outcomes = {name: Outcome() for name in loop_names}
-    for rep in range(options.reps):
+    reps = min(options.reps, entry.workload.max_reps or options.reps)
+    for rep in range(reps):
         for name in rotated(loop_names, rep):
             outcome = outcomes[name]
             if outcome.error:

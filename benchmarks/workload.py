@@ -2,10 +2,10 @@
 
 A workload module (benchmarks/workloads/<group>.py) lists its workloads in a
 module-level WORKLOADS list of Workload objects, and may list more in
-EXTRA_WORKLOADS: those run only when a -k pattern selects them (figures kept
-for an issue of their own, too long or too narrow for every run).  The
-runner runs each
-(workload, loop) pair in a fresh interpreter:
+FULL_WORKLOADS (left out of --quick runs) and EXTRA_WORKLOADS (run only when
+a -k pattern selects them: figures kept for an issue of their own, too long
+or too narrow for every run).  The runner runs each (workload, loop) pair in
+a fresh interpreter:
 
     python -m benchmarks --child <module>:<workload name> <loop name> [--quick]
 
@@ -50,6 +50,8 @@ class Workload:
     metrics: tuple            # Metric objects; the first is the headline (table, chart, ratios)
     loops: tuple = ("asyncio", "uvloop", "goloop", "rloop")
     note: str = ""            # one line shown under the group's table
+    max_reps: int = 0         # at most this many repetitions (0: the runner's --reps), for
+                              # workloads too many to repeat 5 times within the run's budget
     extra: dict = field(default_factory=dict)   # free for the module's own use
 
     @property

@@ -21,9 +21,10 @@ Protocol (data_received -> transport.write) and BufferedProtocol
 concurrent connections: 24 combinations, each run for a fixed window after a
 warm-up (timing_for: 1 s, --quick 0.5 s).  The runner repeats every run
 (5 times; --quick once), each paying ~0.55 s for two fresh interpreters
-(its child and the server), so the regular WORKLOADS are the 8 combinations
-of CORE (~4.8 min of a full run, ~37 s of --quick) and the other 16 are
-EXTRA_WORKLOADS, run when -k selects them (-k echo: all 24).
+(its child and the server): all 24 at 5 repetitions would take ~14 min of
+the full run's 15, so the 8 combinations of CORE get the 5 repetitions and
+the other 16 (FULL_WORKLOADS) at most EXTRA_REPS (~3.6 min); --quick runs
+CORE only (-k echo selects all 24).
 
 Metrics: requests_per_s (headline; requests started by the clients within
 the window / window), and server_cpu_per_req: the server process's CPU time
@@ -48,6 +49,7 @@ from benchmarks import ROOT, net_client
 from benchmarks.workload import Metric, Workload, size
 
 MAX_CLIENT_PROCS = 10
+EXTRA_REPS = 2             # repetitions of the combinations outside CORE
 STARTUP_TIMEOUT = 30.0     # seconds for a server or client to say it is ready
 FORK = multiprocessing.get_context("fork")   # clients: this process's code, no fresh interpreter
 
@@ -179,17 +181,19 @@ def measure_echo(kind, nbytes, conns, loop_name, quick):
     return rates(requests, cpu, timing.window)
 
 
-def echo_workload(kind, size_kib, conns):
+def echo_workload(kind, size_kib, conns, max_reps=0):
     return Workload(
         name=f"echo {KINDS[kind]} {size_kib} KiB x{conns}",
         group="network",
         run=functools.partial(measure_echo, kind, size_kib * 1024, conns),
         metrics=(REQUESTS_PER_S, SERVER_CPU),
         note="TCP echo: the server on the loop in a process of its own, blocking clients in others "
-             "(one per connection); xN: N connections, one request in flight each",
+             "(one per connection); xN: N connections, one request in flight each; the "
+             f"combinations other than {len(CORE)} core ones are medians of at most {EXTRA_REPS} runs",
+        max_reps=max_reps,
     )
 
 
 COMBINATIONS = [(kind, size_kib, conns) for kind in KINDS for size_kib in SIZES_KIB for conns in CONNS]
 WORKLOADS = [echo_workload(*c) for c in COMBINATIONS if c in CORE]
-EXTRA_WORKLOADS = [echo_workload(*c) for c in COMBINATIONS if c not in CORE]
+FULL_WORKLOADS = [echo_workload(*c, max_reps=EXTRA_REPS) for c in COMBINATIONS if c not in CORE]

@@ -20,7 +20,12 @@
  *   on_sigurg()  that handler, installed by goloop/_preempt.py while the loop
  *        runs.  If the request is stale (that step already ended) it does
  *        nothing; if there was no request the SIGURG came from elsewhere and
- *        goes to the handler installed before ours.  Otherwise, if the step
+ *        goes to the handler installed before ours.  (Signals carry no
+ *        sender here, so this is a guess that can go wrong both ways, as in
+ *        Go: a handler run that took sysmon's request just before sysmon's
+ *        signal for it landed leaves that signal looking foreign, and an
+ *        application's SIGURG landing with sysmon's folds into it.)
+ *        Otherwise, if the step
  *        may be preempted here, it leaves the task (asyncio's _leave_task,
  *        so current_task() stays true for what runs meanwhile), parks the
  *        worker with PREEMPTED — run_step()/resume_step() in steps.c return

@@ -147,6 +147,11 @@ def test_ctrl_c_stops_a_cpu_hog_as_on_asyncio(tmp_path, kind):
 
 
 def test_application_sigurg_handler_is_still_called_and_put_back():
+    """Each SIGURG the application sends reaches its handler.  Like Go's
+    (whose runtime also preempts with SIGURG), the handler may also be called
+    for one of goloop's now and then, when goloop's signal lands just after
+    the handler took its request; so only the calls made while no step ran
+    long are counted exactly."""
     calls = []
 
     def app_handler(signum, frame):
@@ -157,16 +162,19 @@ def test_application_sigurg_handler_is_still_called_and_put_back():
         for _ in range(3):
             os.kill(os.getpid(), signal.SIGURG)
             await asyncio.sleep(0.01)
+        before_hog = list(calls)
         burn(0.1)                    # goloop's own SIGURGs meanwhile
+        return before_hog
 
     old = signal.signal(signal.SIGURG, app_handler)
     try:
-        _, d = run(main)
+        before_hog, d = run(main)
         assert signal.getsignal(signal.SIGURG) is app_handler
     finally:
         signal.signal(signal.SIGURG, old)
     assert d["preemptions"] >= 3
-    assert calls == [signal.SIGURG] * 3
+    assert before_hog == [signal.SIGURG] * 3
+    assert calls[:3] == before_hog and set(calls) == {signal.SIGURG}
 
 
 def test_signals_above_sigurg_are_delivered_while_steps_are_preempted():
