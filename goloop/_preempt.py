@@ -104,20 +104,14 @@ class atomic:
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def atomic_coroutine(*args, **kwargs):
-                token = _inside_atomic.set(True)
-                try:
+                with atomic():
                     return await func(*args, **kwargs)
-                finally:
-                    _inside_atomic.reset(token)
             return atomic_coroutine
 
         @functools.wraps(func)
         def atomic_function(*args, **kwargs):
-            token = _inside_atomic.set(True)
-            try:
+            with atomic():
                 return func(*args, **kwargs)
-            finally:
-                _inside_atomic.reset(token)
         return atomic_function
 
 
