@@ -122,10 +122,12 @@ worker_take(gl_module_state *st, PyObject *idle)
 }
 
 /* Switch to worker w (giving it `value`) for one stretch of its step, and
- * settle where it ended: DONE puts w back in the pool and returns None,
+ * settle where it ended: DONE puts w back in the pool (`idle`, this thread's
+ * list if the caller has it, else NULL: looked up then) and returns None,
  * PREEMPTED returns w (new reference) for the loop to requeue. */
 static PyObject *
-run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value)
+run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
+            PyObject *idle)
 {
     int64_t began = gl_preempt_step_begin(st);
     PyObject *r = gl_goroutine_resume(w, value);
@@ -139,11 +141,11 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value)
         return NULL;
     int ok = 1;
     if (r == st->step_done) {
-        PyObject *idle = pool_list(st);
-        ok = idle != NULL
-             && (PyList_GET_SIZE(idle) >= POOL_MAX
-                 || PyList_Append(idle, (PyObject *)w) == 0);
-        Py_XDECREF(idle);
+        PyObject *pool = idle ? Py_NewRef(idle) : pool_list(st);
+        ok = pool != NULL
+             && (PyList_GET_SIZE(pool) >= POOL_MAX
+                 || PyList_Append(pool, (PyObject *)w) == 0);
+        Py_XDECREF(pool);
     }
     Py_DECREF(r);
     return ok ? Py_NewRef(Py_None) : NULL;
@@ -169,12 +171,13 @@ mod_run_step(PyObject *module, PyObject *handle)
     if (idle == NULL)
         return NULL;
     GoroutineObject *w = worker_take(st, idle);
+    PyObject *r = NULL;
+    if (w != NULL) {
+        Py_XSETREF(w->step_handle, Py_NewRef(handle));
+        r = run_stretch(st, w, handle, idle);
+        Py_DECREF(w);
+    }
     Py_DECREF(idle);
-    if (w == NULL)
-        return NULL;
-    Py_XSETREF(w->step_handle, Py_NewRef(handle));
-    PyObject *r = run_stretch(st, w, handle);
-    Py_DECREF(w);
     return r;
 }
 
@@ -191,7 +194,7 @@ mod_resume_step(PyObject *module, PyObject *arg)
                      "resume_step() needs a preempted step worker, not %R", arg);
         return NULL;
     }
-    return run_stretch(st, w, Py_None);
+    return run_stretch(st, w, Py_None, NULL);
 }
 
 static PyObject *
