@@ -415,3 +415,31 @@ def test_closing_a_loop_with_a_preempted_step_unwinds_it():
     import gc
     gc.collect()
     assert log == ["finally"]
+
+
+def test_preempted_steps_leak_no_objects_and_no_fds():
+    """A task preempted many times is freed once done (the worker, the
+    handle and the handler let go of it and its loop), and arming and
+    disarming preemption per run leaves no file descriptor behind."""
+    import gc
+    import weakref
+
+    refs = []
+
+    async def hog():
+        burn(0.1)
+
+    async def main():
+        task = asyncio.create_task(hog())
+        refs.append(weakref.ref(task))
+        await task
+
+    fds = len(os.listdir("/proc/self/fd"))
+    total = 0
+    for _ in range(5):
+        _, d = run(main)
+        total += d["preemptions"]
+    gc.collect()
+    assert total >= 20
+    assert [r() for r in refs] == [None] * 5
+    assert len(os.listdir("/proc/self/fd")) == fds
