@@ -1,6 +1,9 @@
 # make bench        the benchmark suite (python -m benchmarks): every workload on
 #                   goloop, uvloop, asyncio and rloop, 5 repetitions (~15 min on 2 cores)
 # make bench-quick  smaller sizes, 1 repetition (~2 min)
+# make stress       the lost-wake-up stress probe (tests/preempt/probes/stress_probe.py)
+#                   STRESS_RUNS times (default 30) per slice, fresh seeds, in the
+#                   tests' virtualenv (.venvs/py3.X, made by scripts/test.sh)
 # Both run in a virtualenv of their own, .venvs/bench, with goloop and the bench
 # extra pip-installed (made again when the sources change).  PYTHON picks the
 # interpreter (make bench PYTHON=python3.13); BENCH_ARGS adds options
@@ -10,7 +13,7 @@ VENV := .venvs/bench
 BENCH_ARGS ?=
 SOURCES := pyproject.toml setup.py $(shell find csrc goloop -name "*.[chS]" -o -name "*.py")
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick stress
 
 bench: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
@@ -22,3 +25,14 @@ $(VENV)/installed: $(SOURCES)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check ".[bench]"
 	touch $@
+
+STRESS_RUNS ?= 30
+STRESS_PY ?= .venvs/py3.12/bin/python
+stress:
+	@openssl req -x509 -newkey rsa:2048 -nodes -keyout /tmp/goloop-stress-key.pem \
+	    -out /tmp/goloop-stress-cert.pem -days 2 -subj /CN=localhost 2>/dev/null
+	@cat /tmp/goloop-stress-key.pem /tmp/goloop-stress-cert.pem > /tmp/goloop-stress.pem
+	@for slice in 0.00005 0.0002 0.001; do for i in $$(seq $(STRESS_RUNS)); do \
+	    $(STRESS_PY) tests/preempt/probes/stress_probe.py $$slice /tmp/goloop-stress.pem \
+	        --cycles 8 || { echo "stress: FAILED at slice $$slice, run $$i"; exit 1; }; \
+	done; done; echo "stress: $(STRESS_RUNS) runs per slice, all clean"

@@ -33,7 +33,7 @@ import signal
 import threading
 import warnings
 
-from . import _goloop
+from . import _goloop, _locks
 
 DEFAULT_TIME_SLICE = 0.010     # Go's forcePreemptNS
 MIN_TIME_SLICE = 50e-6         # below sysmon's resolution it means nothing
@@ -55,14 +55,13 @@ STEP_BASE = tuple(
 # waiters, calling an exception handler, starting an eager task — and its
 # state is consistent only once it returns.
 BASE_ONLY = ("asyncio", "goloop")
-# Never interrupted while any frame is in these: the import system holds a
-# module's lock while the module body runs, and these stdlib modules hold
-# threading locks while they call out, which a task running meanwhile on the
-# same thread would re-enter (RLock) or deadlock on (Lock).
-NEVER_PREEMPT = (
-    "importlib._bootstrap", "importlib._bootstrap_external", "logging", "threading", "queue",
-    "concurrent.futures",
-)
+# Never interrupted while any frame is in these: the import system.  While a
+# module body runs, its import lock is held in Python fields (the owner's
+# thread id), not in a lock object that goloop counts (_locks.py), and
+# another task of the same thread importing the module would be let in and
+# see it half made.  (Threading locks need no list: a step holding one is
+# never preempted, whichever module took it.)
+NEVER_PREEMPT = ("importlib._bootstrap", "importlib._bootstrap_external")
 
 
 class PreemptionWarning(RuntimeWarning):
@@ -222,3 +221,4 @@ _goloop._setup_preempt(
     _inside_atomic, asyncio.tasks._enter_task, asyncio.tasks._leave_task, STEP_BASE, BASE_ONLY,
     NEVER_PREEMPT,
 )
+_locks.track_all()

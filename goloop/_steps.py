@@ -27,6 +27,7 @@ light request's latency under one slice while several tasks compute.
 """
 import asyncio
 import collections
+import sys
 import threading
 import time
 from asyncio import events
@@ -49,6 +50,26 @@ class _Pool(threading.local):
 _goloop._setup_steps(events.Handle._run, _Pool())
 run_on_goroutine = _goloop.run_step
 resume_step = _goloop.resume_step
+
+
+# The GIL, while preempted steps keep the loop busy.  A thread waiting for
+# the GIL asks the holder to drop it only when the GIL has not changed hands
+# for a switch interval (5 ms); but the loop releases and retakes it in
+# every select(), and retakes it before the waiting thread has woken up, so
+# with steps preempted every fraction of a millisecond, a thread that needs
+# the GIL (an executor's, aiosqlite's) waits for seconds — measured: 200
+# executor round trips beside two hogs took 48 s at a 0.2 ms slice, 1 s
+# with this.  So once per switch interval, before resuming a preempted
+# step, the loop stays out of the GIL long enough for a waiting thread to
+# take it, as CPython's forced switch would have made it.
+_GIL_PAUSE = 100e-6
+_gil_handed_over = [0.0]
+
+
+def _hand_over_gil(now):
+    if now - _gil_handed_over[0] >= sys.getswitchinterval() and threading.active_count() > 1:
+        time.sleep(_GIL_PAUSE)
+        _gil_handed_over[0] = time.monotonic()
 
 
 class GoroutineSteps:
@@ -95,12 +116,18 @@ class GoroutineSteps:
                 self._call_soon(self._resume_preempted, (), None)
                 return
         self._preempted_since = None
+        _hand_over_gil(now)
         queue = self._preempted
         worker = queue.popleft()
-        if resume_step(worker) is not None:   # preempted again
-            queue.append(worker)
-        if queue:
-            self._call_soon(self._resume_preempted, (), None)
+        try:
+            if resume_step(worker) is not None:   # preempted again
+                queue.append(worker)
+        finally:
+            # Even when the step raised (KeyboardInterrupt, SystemExit come
+            # out of it and stop the loop): the others must go on at the
+            # next run, or they would never be resumed.
+            if queue:
+                self._call_soon(self._resume_preempted, (), None)
 
     def _call_soon(self, callback, args, context):
         handle = super()._call_soon(callback, args, context)

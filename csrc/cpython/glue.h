@@ -7,6 +7,9 @@
  *                resume/park/throw, unwinding when collected, the registry
  *   steps.c      the event loop's task steps run on pooled worker goroutines
  *   preempt.c    preemption of a step that ran past its time slice
+ *   locks.c      counting the threading locks a step holds (never parked
+ *                while it holds one)
+ *   greenlets.c  a task whose steps use greenlets keeps its worker's stack
  *   pystate.[ch] the per-stack interpreter state saved on each switch
  *   pyinternal.c the one value read from CPython's internal structures
  *
@@ -60,7 +63,10 @@ typedef struct {
     PyObject *never_preempt;         /*   see preemptible() in preempt.c */
     PyObject *enter_task, *leave_task;   /* asyncio.tasks._enter/_leave_task */
     PyObject *str_greenlet;          /* interned "greenlet" */
-    uint64_t steps, preemptions, declined;
+    PyTypeObject *lock_tracker_type; /* locks.c */
+    int unsafe_locks, unsafe_greenlets;  /* tests' controls: preempt while
+                                            holding locks / do not pin */
+    uint64_t steps, preemptions, declined, deferred;
     int64_t longest_step_ns;
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
@@ -95,6 +101,15 @@ struct GoroutineObject {
                                         park() it: steps suspend by await */
     PyObject *step_handle;           /* step worker: the Handle of the step
                                         in flight (running or preempted) */
+    Py_ssize_t locks_held;           /* threading locks taken and not yet
+                                        released in this step (locks.c) */
+    int preempt_deferred;            /* a preemption was declined for
+                                        locks_held: ask again at 0 */
+    int greenlet_used;               /* step worker: greenlets switched in
+                                        this step (1), or perhaps, untraced
+                                        (2): see greenlets.c */
+    PyObject *greenlets;             /* list of weakrefs: the greenlets it
+                                        switched, while it may be pinned */
     int unwinding;                   /* being resumed with GoroutineExit
                                         by tp_finalize: do not park again */
     PyObject *weakreflist;
@@ -126,7 +141,26 @@ int gl_preempt_traverse(gl_module_state *st, visitproc visit, void *arg);
 void gl_preempt_clear(gl_module_state *st);
 int gl_preempt_stats(gl_module_state *st, PyObject *dict);
 int64_t gl_preempt_step_begin(gl_module_state *st);
+/* Ask again, at the next bytecode boundary, for the preemption of the
+ * running step that was declined (locks.c: its last lock released). */
+void gl_preempt_request_again(gl_module_state *st);
 void gl_preempt_step_end(gl_module_state *st, int64_t began);
+
+/* locks.c: module functions and state. */
+extern PyMethodDef gl_locks_methods[];
+int gl_locks_init(PyObject *module, gl_module_state *st);
+int gl_locks_traverse(gl_module_state *st, visitproc visit, void *arg);
+void gl_locks_clear(gl_module_state *st);
+
+/* greenlets.c: start tracing greenlet switches on this thread once greenlet
+ * is imported (cheap when nothing changed); should worker w, whose step of
+ * `handle` is done, stay with its task (then it is stored there)?; the
+ * worker stored on handle's task, if any (new reference; errors cleared). */
+int gl_greenlets_watch(gl_module_state *st);
+int gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle);
+GoroutineObject *gl_greenlets_pinned_worker(gl_module_state *st, PyObject *handle);
+/* Workers of this thread kept by their tasks. */
+Py_ssize_t gl_greenlets_pinned(void);
 
 /* park(value=None): the module-level function. */
 PyObject *gl_goroutine_park(gl_module_state *st, PyObject *value);

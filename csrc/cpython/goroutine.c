@@ -441,6 +441,7 @@ goroutine_traverse(GoroutineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->exc);
     Py_VISIT(self->top_frame);
     Py_VISIT(self->step_handle);
+    Py_VISIT(self->greenlets);
     return 0;
 }
 
@@ -453,6 +454,7 @@ goroutine_clear(GoroutineObject *self)
     Py_CLEAR(self->exc);
     Py_CLEAR(self->top_frame);
     Py_CLEAR(self->step_handle);
+    Py_CLEAR(self->greenlets);
     return 0;
 }
 

@@ -3,7 +3,7 @@
  *
  * Module-level functions: park(), current(), goroutines(), stack-size
  * settings, stats(); the task-step runner's functions come from steps.c,
- * preemption's from preempt.c.
+ * preemption's from preempt.c, lock counting's from locks.c.
  * The Goroutine type is in goroutine.c.  State lives in
  * the module (gl_module_state), not in C globals; the runtime below keeps
  * process-wide state of its own (the stack cache), so the module refuses to
@@ -199,7 +199,9 @@ module_exec(PyObject *module)
     if (PyModule_AddFunctions(module, gl_steps_methods) < 0
             || gl_steps_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_preempt_methods) < 0
-            || gl_preempt_init(module, st) < 0)
+            || gl_preempt_init(module, st) < 0
+            || PyModule_AddFunctions(module, gl_locks_methods) < 0
+            || gl_locks_init(module, st) < 0)
         return -1;
     st->str_qualname = PyUnicode_InternFromString("__qualname__");
     if (st->str_qualname == NULL)
@@ -223,7 +225,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->goroutine_error);
     Py_VISIT(st->goroutine_exit);
     Py_VISIT(st->unkillable);
-    if (gl_preempt_traverse(st, visit, arg) < 0)
+    if (gl_preempt_traverse(st, visit, arg) < 0
+            || gl_locks_traverse(st, visit, arg) < 0)
         return -1;
     return gl_steps_traverse(st, visit, arg);
 }
@@ -239,6 +242,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->str_qualname);
     gl_steps_clear(st);
     gl_preempt_clear(st);
+    gl_locks_clear(st);
     return 0;
 }
 

@@ -100,6 +100,18 @@ request_preemption(gl_p *p, uint64_t tick)
     pthread_kill(st->p_owner, SIGURG);
 }
 
+void
+gl_preempt_request_again(gl_module_state *st)
+{
+    if (on_preempting_thread(st)) {
+        uint64_t tick = atomic_load(&st->p.tick);
+        if (tick & 1) {   /* a step is running: this one */
+            atomic_store(&st->p_request, tick);
+            pthread_kill(st->p_owner, SIGURG);
+        }
+    }
+}
+
 /* ---- may this step be preempted here? ---------------------------------- */
 
 static int
@@ -259,6 +271,13 @@ mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!on_preempting_thread(st) || request != atomic_load(&st->p.tick))
         Py_RETURN_NONE;   /* that step already ended */
     GoroutineObject *w = gl_goroutine_current();
+    if (w != NULL && w->step_worker && w->locks_held > 0 && !st->unsafe_locks) {
+        /* It holds a threading lock: ask again once it has let go of the
+         * last one (locks.c), as Go's releasem does. */
+        w->preempt_deferred = 1;
+        st->deferred++;
+        Py_RETURN_NONE;
+    }
     if (w == NULL || !w->step_worker || w->step_handle == NULL
             || !preemptible(st, args[1])) {
         st->declined++;   /* sysmon asks again (sysmon.c: backing off) */
@@ -335,6 +354,22 @@ mod_poll_exit(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Tests only: turn off a protection, to show that their tests catch what
+ * it protects from. */
+static PyObject *
+mod_unsafe_preempt(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    static char *kwlist[] = {"locks", "greenlets", NULL};
+    int locks = 0, greenlets = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$pp:_unsafe_preempt", kwlist,
+                                     &locks, &greenlets))
+        return NULL;
+    st->unsafe_locks = locks;
+    st->unsafe_greenlets = greenlets;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 mod_setup_preempt(PyObject *module, PyObject *args)
 {
@@ -379,6 +414,11 @@ PyMethodDef gl_preempt_methods[] = {
      "_poll_enter()\n--\n\nThe loop is about to block waiting for I/O."},
     {"_poll_exit", mod_poll_exit, METH_NOARGS,
      "_poll_exit()\n--\n\nThe loop is back from waiting for I/O."},
+    {"_unsafe_preempt", (PyCFunction)(void (*)(void))mod_unsafe_preempt,
+     METH_VARARGS | METH_KEYWORDS,
+     "_unsafe_preempt(*, locks=False, greenlets=False)\n--\n\nFor tests' "
+     "controls only: preempt steps that hold threading locks (locks=True), "
+     "do not keep a task's greenlets on one worker (greenlets=True)."},
     {"_setup_preempt", mod_setup_preempt, METH_VARARGS,
      "_setup_preempt(atomic_var, enter_task, leave_task, base_codes, "
      "base_only, never_preempt, /)\n--\n\n"},
@@ -407,6 +447,7 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
     if (r < 0 || set_u64(d, "steps", st->steps) < 0
             || set_u64(d, "preemptions", st->preemptions) < 0
             || set_u64(d, "preempt_declined", st->declined) < 0
+            || set_u64(d, "preempt_deferred", st->deferred) < 0
             || set_u64(d, "preempt_requests", s.requests) < 0
             || set_u64(d, "sysmon_wakeups", s.wakeups) < 0)
         return -1;

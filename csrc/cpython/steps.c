@@ -29,6 +29,9 @@
  * of RecursionError; so on 3.11 workers get a stack sized for the current
  * limit, and a pooled worker whose stack is too small for it is dropped.
  *
+ * greenlet: a task whose steps leave greenlets alive keeps its worker for
+ * its next step instead of returning it to the pool (greenlets.c).
+ *
  * Exceptions: Handle._run reports an Exception to the loop's exception
  * handler itself; a BaseException (KeyboardInterrupt, SystemExit) ends the
  * worker and comes out of _run into the loop, as on stock asyncio.
@@ -136,11 +139,12 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
         Py_DECREF(r);
         return Py_NewRef((PyObject *)w);
     }
+    int pinned = r == st->step_done && gl_greenlets_keep(st, w, w->step_handle);
     Py_CLEAR(w->step_handle);
     if (r == NULL)
         return NULL;
     int ok = 1;
-    if (r == st->step_done) {
+    if (r == st->step_done && !pinned) {
         PyObject *pool = idle ? Py_NewRef(idle) : pool_list(st);
         ok = pool != NULL
              && (PyList_GET_SIZE(pool) >= POOL_MAX
@@ -170,10 +174,18 @@ mod_run_step(PyObject *module, PyObject *handle)
     PyObject *idle = st ? pool_list(st) : NULL;
     if (idle == NULL)
         return NULL;
-    GoroutineObject *w = worker_take(st, idle);
+    if (gl_greenlets_watch(st) < 0) {
+        Py_DECREF(idle);
+        return NULL;
+    }
+    GoroutineObject *w = gl_greenlets_pinned_worker(st, handle);
+    if (w == NULL)
+        w = worker_take(st, idle);
     PyObject *r = NULL;
     if (w != NULL) {
         Py_XSETREF(w->step_handle, Py_NewRef(handle));
+        w->locks_held = 0;
+        w->preempt_deferred = 0;
         r = run_stretch(st, w, handle, idle);
         Py_DECREF(w);
     }
@@ -233,7 +245,8 @@ PyMethodDef gl_steps_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
-/* stats(): this thread's pooled step workers (each holds a stack). */
+/* stats(): this thread's pooled step workers (each holds a stack), and
+ * those kept by tasks for their greenlets. */
 int
 gl_steps_stats(gl_module_state *st, PyObject *d)
 {
@@ -247,6 +260,9 @@ gl_steps_stats(gl_module_state *st, PyObject *d)
     }
     PyObject *v = PyLong_FromSsize_t(n);
     int r = v ? PyDict_SetItemString(d, "step_workers_pooled", v) : -1;
+    Py_XDECREF(v);
+    v = r < 0 ? NULL : PyLong_FromSsize_t(gl_greenlets_pinned());
+    r = v ? PyDict_SetItemString(d, "step_workers_pinned", v) : -1;
     Py_XDECREF(v);
     return r;
 }

@@ -1,8 +1,11 @@
 """Helpers of the preemption tests (tests/preempt): run a coroutine on a
 preempting goloop loop or on a stock asyncio loop, count the preemptions
-the run made, and say "no preemption happened" in a way the stock-loop
-variants can expect (NotPreempted)."""
+the run made, say "no preemption happened" in a way the stock-loop
+variants can expect (NotPreempted), and run a probe script (probes/) in a
+subprocess."""
 import asyncio
+import json
+import os
 import time
 
 import goloop
@@ -58,3 +61,18 @@ def expect_preemptions(count, minimum):
     """On goloop (count is not None) at least `minimum` preemptions."""
     if count is not None:
         expect_preempted(count >= minimum, f"only {count} preemptions, expected at least {minimum}")
+
+
+PROBES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probes")
+
+
+def run_probe(run_python, script, *args, timeout_s=30):
+    """Run probes/<script> with args in a fresh interpreter (the run_python
+    fixture), giving it PROBE_TIMEOUT=timeout_s before it dumps its stacks
+    and exits; (CompletedProcess, the JSON of its last line, or None when
+    it failed)."""
+    code = (f"import runpy, sys; sys.path.insert(0, {PROBES!r}); "
+            f"runpy.run_path({os.path.join(PROBES, script)!r}, run_name='__main__')")
+    r = run_python(code, *map(str, args), env={"PROBE_TIMEOUT": str(timeout_s)}, timeout=timeout_s * 10)
+    lines = r.stdout.strip().splitlines()
+    return r, (json.loads(lines[-1]) if r.returncode == 0 and lines else None)
