@@ -30,6 +30,12 @@ work+ticker         ~1 s of pure-Python work in one task step while another
                     task wants to wake every 1 ms: the ticks per second of
                     work that the loop let run (only a preempting loop lets
                     any), and the work's time.
+executor+hogs       a task's run_in_executor round trips (mean, ms) while two
+                    tasks compute in 50 ms steps: how soon a thread gets the
+                    GIL and the loop notices its result.  Run it with
+                    GOLOOP_TIME_SLICE=200us too: at small slices the loop
+                    would keep the GIL from the executor's thread but for
+                    its hand-over (goloop/_steps.py).
 
 goloop's rows also carry its counters (preemptions, sysmon wakeups, longest
 uninterrupted step).
@@ -280,6 +286,29 @@ def preemption_on_off(loop_name, quick):
     return on_off_ratio(rounds_for(size(0.1, 0.05, quick)), pairs=10 if not quick else 6)
 
 
+async def executor_round_trips(count):
+    async def computing(stop, rounds):
+        while not stop.is_set():
+            burn(rounds)
+            await asyncio.sleep(0)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hogs = [asyncio.create_task(computing(stop, rounds_for(0.05))) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        await loop.run_in_executor(None, int)
+    took = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*hogs)
+    return {"round_trip": took / count * 1e3}
+
+
+def executor_hogs(loop_name, quick):
+    return loops.run(loop_name, executor_round_trips(size(50, 20, quick)))
+
+
 def work_ticker(loop_name, quick):
     return loops.run(loop_name, work_with_ticker(rounds_for(size(1.0, 0.5, quick))))
 
@@ -303,6 +332,7 @@ EXTRA_WORKLOADS = [
     Workload("idle+timer", "preemption", idle(timer=True), (CPU, Metric("sysmon_wakeups", "count"))),
     Workload("work+ticker", "preemption", work_ticker,
              (Metric("ticks_per_s", "ticks/s", higher_is_better=True), Metric("seconds", "s")) + COUNTERS),
+    Workload("executor+hogs", "preemption", executor_hogs, (Metric("round_trip", "ms"),)),
 ]
 
 
