@@ -68,12 +68,6 @@ referent(PyObject *ref)
 #else
     PyObject *obj = PyWeakref_GET_OBJECT(ref);
     return obj == Py_None ? NULL : Py_NewRef(obj);
-Py_ssize_t
-gl_greenlets_pinned(void)
-{
-    return pinned;
-}
-
 #endif
 }
 
