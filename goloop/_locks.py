@@ -80,5 +80,3 @@ def track_all():
         if isinstance(obj, threading.Condition):
             rebind_condition(obj)
 
-
-locks_held = _goloop._locks_held

@@ -126,7 +126,9 @@ PyObject *gl_goroutine_resume(GoroutineObject *self, PyObject *value);
 GoroutineObject *gl_goroutine_create(gl_module_state *st, PyObject *func,
                                      const char *name, size_t stack_size);
 
-/* steps.c: module functions and state. */
+/* steps.c: module functions and state; the task whose step `handle` runs
+ * (its callback's __self__; new reference, or NULL with an exception). */
+PyObject *gl_step_task(PyObject *handle);
 extern PyMethodDef gl_steps_methods[];
 int gl_steps_init(PyObject *module, gl_module_state *st);
 int gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg);
@@ -158,7 +160,7 @@ void gl_locks_clear(gl_module_state *st);
  * worker stored on handle's task, if any (new reference; errors cleared). */
 int gl_greenlets_watch(gl_module_state *st);
 int gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle);
-GoroutineObject *gl_greenlets_pinned_worker(gl_module_state *st, PyObject *handle);
+GoroutineObject *gl_greenlets_pinned_worker(PyObject *handle);
 /* Workers of this thread kept by their tasks. */
 Py_ssize_t gl_greenlets_pinned(void);
 

@@ -182,16 +182,6 @@ gl_greenlets_watch(gl_module_state *st)
 
 /* ---- pinning ----------------------------------------------------------- */
 
-/* The task of a step's handle (its callback's __self__), new reference. */
-static PyObject *
-task_of(PyObject *handle)
-{
-    PyObject *cb = PyObject_GetAttrString(handle, "_callback");
-    PyObject *task = cb ? PyObject_GetAttrString(cb, "__self__") : NULL;
-    Py_XDECREF(cb);
-    return task;
-}
-
 /* Are greenlets w recorded still active?  Forgets those that are not. */
 static int
 greenlets_alive(GoroutineObject *w)
@@ -226,7 +216,7 @@ gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle)
     }
     if (!traced && gl_greenlets_watch(st) < 0)   /* imported meanwhile */
         PyErr_Clear();
-    PyObject *task = task_of(handle);
+    PyObject *task = gl_step_task(handle);
     if (task == NULL) {
         PyErr_Clear();
         return 0;
@@ -254,12 +244,11 @@ gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle)
 }
 
 GoroutineObject *
-gl_greenlets_pinned_worker(gl_module_state *st, PyObject *handle)
+gl_greenlets_pinned_worker(PyObject *handle)
 {
-    (void)st;
     if (pinned == 0)
         return NULL;
-    PyObject *task = task_of(handle);
+    PyObject *task = gl_step_task(handle);
     PyObject *dict = task ? PyObject_GenericGetDict(task, NULL) : NULL;
     PyObject *w = dict ? PyDict_GetItemString(dict, PIN_ATTR) : NULL;
     if (w != NULL) {

@@ -105,10 +105,8 @@ gl_preempt_request_again(gl_module_state *st)
 {
     if (on_preempting_thread(st)) {
         uint64_t tick = atomic_load(&st->p.tick);
-        if (tick & 1) {   /* a step is running: this one */
-            atomic_store(&st->p_request, tick);
-            pthread_kill(st->p_owner, SIGURG);
-        }
+        if (tick & 1)   /* a step is running: this one */
+            request_preemption(&st->p, tick);
     }
 }
 
@@ -217,9 +215,7 @@ static PyObject *
 preempt_step(gl_module_state *st, GoroutineObject *w)
 {
     PyObject *loop = PyObject_GetAttrString(w->step_handle, "_loop");
-    PyObject *cb = loop ? PyObject_GetAttrString(w->step_handle, "_callback") : NULL;
-    PyObject *task = cb ? PyObject_GetAttrString(cb, "__self__") : NULL;
-    Py_XDECREF(cb);
+    PyObject *task = loop ? gl_step_task(w->step_handle) : NULL;
     PyObject *r = task ? PyObject_CallFunctionObjArgs(st->leave_task, loop, task, NULL)
                        : NULL;
     if (r == NULL) {
@@ -271,15 +267,15 @@ mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!on_preempting_thread(st) || request != atomic_load(&st->p.tick))
         Py_RETURN_NONE;   /* that step already ended */
     GoroutineObject *w = gl_goroutine_current();
-    if (w != NULL && w->step_worker && w->locks_held > 0 && !st->unsafe_locks) {
+    int step = w != NULL && w->step_worker && w->step_handle != NULL;
+    if (step && w->locks_held > 0 && !st->unsafe_locks) {
         /* It holds a threading lock: ask again once it has let go of the
          * last one (locks.c), as Go's releasem does. */
         w->preempt_deferred = 1;
         st->deferred++;
         Py_RETURN_NONE;
     }
-    if (w == NULL || !w->step_worker || w->step_handle == NULL
-            || !preemptible(st, args[1])) {
+    if (!step || !preemptible(st, args[1])) {
         st->declined++;   /* sysmon asks again (sysmon.c: backing off) */
         Py_RETURN_NONE;
     }

@@ -155,6 +155,15 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
     return ok ? Py_NewRef(Py_None) : NULL;
 }
 
+PyObject *
+gl_step_task(PyObject *handle)
+{
+    PyObject *cb = PyObject_GetAttrString(handle, "_callback");
+    PyObject *task = cb ? PyObject_GetAttrString(cb, "__self__") : NULL;
+    Py_XDECREF(cb);
+    return task;
+}
+
 static gl_module_state *
 steps_state(PyObject *module)
 {
@@ -178,7 +187,7 @@ mod_run_step(PyObject *module, PyObject *handle)
         Py_DECREF(idle);
         return NULL;
     }
-    GoroutineObject *w = gl_greenlets_pinned_worker(st, handle);
+    GoroutineObject *w = gl_greenlets_pinned_worker(handle);
     if (w == NULL)
         w = worker_take(st, idle);
     PyObject *r = NULL;
