@@ -207,6 +207,10 @@ greenlets_alive(GoroutineObject *w)
 int
 gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle)
 {
+    /* greenlet imported during this step: installing the trace function
+     * now marks this step (still in flight) as untraced. */
+    if (gl_greenlets_watch(st) < 0)
+        PyErr_Clear();
     if (w->greenlet_used == 0)
         return 0;
     if (st->unsafe_greenlets) {
@@ -214,8 +218,6 @@ gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle)
         Py_CLEAR(w->greenlets);
         return 0;
     }
-    if (!traced && gl_greenlets_watch(st) < 0)   /* imported meanwhile */
-        PyErr_Clear();
     PyObject *task = gl_step_task(handle);
     if (task == NULL) {
         PyErr_Clear();

@@ -102,6 +102,37 @@ def test_a_task_keeps_its_worker_only_while_its_greenlets_live(run_python):
     assert r.stdout.split() == ["1", "0"]
 
 
+def test_a_step_that_first_imports_greenlet_keeps_its_worker(run_python):
+    """greenlet imported inside a step, before goloop's trace function could
+    be in place: what that step switched is unknown, so its task keeps the
+    worker until it ends."""
+    r = run_python("""
+        import asyncio, sys, goloop
+        assert "greenlet" not in sys.modules
+
+        async def user(go_on):
+            import greenlet                 # first imported in this step
+            main_g = greenlet.getcurrent()
+            child = greenlet.greenlet(lambda: main_g.switch("paused") or "done")
+            assert child.switch() == "paused"
+            await go_on.wait()              # suspended, child alive, untraced
+            assert child.switch() == "done"
+
+        async def main():
+            go_on = asyncio.Event()
+            t = asyncio.create_task(user(go_on))
+            await asyncio.sleep(0.01)
+            during = goloop.stats()["step_workers_pinned"]
+            go_on.set()
+            await t
+            return during, goloop.stats()["step_workers_pinned"]
+
+        print(*goloop.run(main()))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "0"]
+
+
 def test_goloop_trace_function_calls_the_one_it_replaced(run_python):
     r = run_python("""
         import asyncio, greenlet, goloop
