@@ -13,14 +13,28 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-_SUPPORTED = "goloop supports CPython 3.11, 3.12 and 3.13 on Linux x86-64 and AArch64"
+_SUPPORTED = (
+    "goloop supports CPython 3.11 to 3.15 (not free-threaded builds) on Linux x86-64 and AArch64"
+)
 
-if not ((3, 11) <= tuple(_sys.version_info[:2]) <= (3, 13)):
-    raise ImportError(
-        f"{_SUPPORTED}; this is Python {_sys.version_info[0]}.{_sys.version_info[1]}"
-    )
-if _sys.implementation.name != "cpython" or not _sys.platform.startswith("linux"):
-    raise ImportError(f"{_SUPPORTED}; this is {_sys.implementation.name} on {_sys.platform}")
+
+def _check_supported():
+    """Raise ImportError, saying what is supported, on an interpreter the
+    native runtime does not support.  Free-threaded builds (3.13t, 3.14t)
+    keep per-stack state goloop does not save (references on the C stack,
+    deferred references in suspended frames)."""
+    import sysconfig
+
+    version = f"{_sys.version_info[0]}.{_sys.version_info[1]}"
+    if not ((3, 11) <= tuple(_sys.version_info[:2]) <= (3, 15)):
+        raise ImportError(f"{_SUPPORTED}; this is Python {version}")
+    if _sys.implementation.name != "cpython" or not _sys.platform.startswith("linux"):
+        raise ImportError(f"{_SUPPORTED}; this is {_sys.implementation.name} on {_sys.platform}")
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        raise ImportError(f"{_SUPPORTED}; this is a free-threaded build of Python {version}")
+
+
+_check_supported()
 
 from . import _goloop  # noqa: E402  (raises ImportError on other CPUs)
 from ._goloop import (  # noqa: E402
@@ -64,13 +78,13 @@ def _apply_env():
 
 _apply_env()
 
-from ._api import EventLoopPolicy, install, new_event_loop, run  # noqa: E402
+from . import _api  # noqa: E402
+from ._api import install, new_event_loop, run  # noqa: E402
 from ._preempt import PreemptionWarning, atomic  # noqa: E402
 from .loop import EventLoop  # noqa: E402
 
 __all__ = [
     "EventLoop",
-    "EventLoopPolicy",
     "install",
     "new_event_loop",
     "run",
@@ -86,3 +100,20 @@ __all__ = [
     "set_default_stack_size",
     "stats",
 ]
+
+if _api.POLICIES_DEPRECATED:
+    def __getattr__(name):
+        # As asyncio.DefaultEventLoopPolicy does from 3.14.
+        if name == "EventLoopPolicy":
+            import warnings
+
+            warnings.warn(
+                "'goloop.EventLoopPolicy' is deprecated and slated for removal in Python 3.16",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return _api.EventLoopPolicy
+        raise AttributeError(f"module 'goloop' has no attribute {name!r}")
+else:
+    EventLoopPolicy = _api.EventLoopPolicy
+    __all__.insert(1, "EventLoopPolicy")

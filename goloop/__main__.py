@@ -1,17 +1,17 @@
 """python -m goloop script.py [args...]   |   python -m goloop -m module [args...]
 
-Runs an asyncio program on goloop without changing it: the event loop policy
-is set to goloop's before the program starts, so its asyncio.run() (or
-anything else that asks asyncio for a new loop) gets a goloop loop.  The
+Runs an asyncio program on goloop without changing it: before the program
+starts, asyncio is made to create goloop loops (_api.use_for_new_loops: the
+event loop policy up to 3.13, asyncio.new_event_loop from 3.14, where
+policies are deprecated), so its asyncio.run() gets a goloop loop.  The
 program sees the same sys.argv and sys.path[0] as under `python script.py`
 or `python -m module`.
 """
-import asyncio
 import os
 import runpy
 import sys
 
-from ._api import EventLoopPolicy
+from ._api import use_for_new_loops
 
 USAGE = "usage: python -m goloop script.py [args...] | python -m goloop -m module [args...]"
 
@@ -21,7 +21,7 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         return 2 if not argv else 0
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    use_for_new_loops()
     if argv[0] == "-m":
         if len(argv) < 2:
             print(USAGE, file=sys.stderr)

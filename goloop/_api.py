@@ -30,9 +30,21 @@ def new_event_loop(**options):
     return EventLoop(**options)
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+# Event loop policies are deprecated from 3.14 (to go in 3.16): reaching
+# asyncio.DefaultEventLoopPolicy warns there, so the class is taken by its
+# private name, and goloop.EventLoopPolicy warns instead, when it is used
+# (goloop/__init__.py), as asyncio's does.
+POLICIES_DEPRECATED = sys.version_info >= (3, 14)
+_DefaultPolicy = (
+    asyncio.unix_events._DefaultEventLoopPolicy if POLICIES_DEPRECATED else asyncio.DefaultEventLoopPolicy
+)
+
+
+class EventLoopPolicy(_DefaultPolicy):
     """asyncio.set_event_loop_policy(goloop.EventLoopPolicy()) makes every
-    loop the policy creates a goloop EventLoop."""
+    loop the policy creates a goloop EventLoop.  Deprecated from Python
+    3.14, as asyncio's policies are: use goloop.run() or
+    asyncio.run(main, loop_factory=goloop.new_event_loop)."""
 
     def __init__(self, **options):
         super().__init__()
@@ -45,8 +57,9 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
 class NotACoroutineError(TypeError, ValueError):
     """run() was given something that is not a coroutine.
 
-    asyncio.run() raises ValueError for this and uvloop.run() TypeError;
-    this is both, so code written for either catches it."""
+    asyncio.run() raises ValueError for this before 3.14 (TypeError from
+    3.14, which also accepts any awaitable) and uvloop.run() TypeError; this
+    is both, so code written for either catches it."""
 
 
 def run(main, *, debug=None, **options):
@@ -59,7 +72,10 @@ def run(main, *, debug=None, **options):
     if asyncio._get_running_loop() is not None:
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):
-        raise NotACoroutineError(f"a coroutine was expected, got {main!r}")
+        if sys.version_info < (3, 14):
+            raise NotACoroutineError(f"a coroutine was expected, got {main!r}")
+        if not inspect.isawaitable(main):   # 3.14+: Runner.run() awaits any awaitable
+            raise NotACoroutineError("An asyncio.Future, a coroutine or an awaitable is required")
     with asyncio.Runner(debug=debug, loop_factory=lambda: new_event_loop(**options)) as runner:
         return runner.run(main)
 
@@ -75,4 +91,17 @@ def install():
             DeprecationWarning,
             stacklevel=2,
         )
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    asyncio.set_event_loop_policy(EventLoopPolicy())   # 3.14+: asyncio warns too
+
+
+def use_for_new_loops():
+    """Make asyncio's new loops goloop's for the rest of the process, for a
+    program that does not ask for a loop factory (python -m goloop).  Up to
+    3.13 by setting the policy; from 3.14, where policies are deprecated,
+    by replacing asyncio.new_event_loop(), which asyncio.run() and
+    asyncio.Runner call when given no loop_factory."""
+    if not POLICIES_DEPRECATED:
+        asyncio.set_event_loop_policy(EventLoopPolicy())
+        return
+    asyncio.events.new_event_loop = new_event_loop
+    asyncio.new_event_loop = new_event_loop

@@ -16,14 +16,24 @@ gives steps.c the two things it takes from Python: Handle._run, which a
 worker calls, and the per-thread pool (a threading.local; a goroutine
 belongs to the thread that started it, and the pool dies with its thread).
 
-A step preempted for running past its time slice (_preempt.py) comes back
-out of run_step() as its worker, which waits in the loop's queue of
-preempted steps.  As in Go, where a preempted goroutine goes to the global
+A step preempted for running past its time slice (_preempt.py) leaves its
+worker in the loop's queue of preempted steps (run_step() appends it).  As
+in Go, where a preempted goroutine goes to the global
 run queue and newly ready ones run first, work that became ready meanwhile
 (I/O callbacks, timers, other tasks' steps) runs before a preempted step
 resumes — for at most one time slice, so that hogs still progress — and
 preempted steps resume one per loop iteration, round robin.  That keeps a
 light request's latency under one slice while several tasks compute.
+
+Signals.  A Python signal handler runs wherever the main thread is when the
+signal lands; on stock asyncio, during a long step, that is the step, and a
+Ctrl-C's KeyboardInterrupt ends the computation.  With steps preempted it
+may land in the loop's own code instead; a KeyboardInterrupt or SystemExit
+raised there goes into the oldest preempted step, where it stopped, so that
+it ends a computation as on stock asyncio — left parked, that step would
+run on to its next await when the program shuts down (asyncio.Runner
+cancels the remaining tasks and runs the loop until they finish), for as
+long as the computation takes.
 """
 import asyncio
 import collections
@@ -50,6 +60,7 @@ class _Pool(threading.local):
 _goloop._setup_steps(events.Handle._run, _Pool())
 run_on_goroutine = _goloop.run_step
 resume_step = _goloop.resume_step
+raised_by_a_step = _goloop.raised_by_a_step
 
 
 # The GIL, while preempted steps keep the loop busy.  A thread waiting for
@@ -84,8 +95,13 @@ class GoroutineSteps:
     _goroutines = True
     _preempt = True
     _time_slice = None
-    _preempted = None          # deque of preempted step workers
+    _preempted = ()            # until __init__: the deque of preempted steps
     _preempted_since = None    # when other work first went ahead of them
+    _resumer_queued = False    # is _resume_preempted in the ready queue?
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._preempted = collections.deque()   # preempted step workers (steps.c)
 
     def run_forever(self):
         with _preempt.running(self):
@@ -98,36 +114,37 @@ class GoroutineSteps:
             # asyncio drops the pending tasks of a closed loop.
             self._preempted.clear()
 
-    def _queue_preempted(self, worker):
-        if self._preempted is None:
-            self._preempted = collections.deque()
-        self._preempted.append(worker)
-        if len(self._preempted) == 1:
-            self._call_soon(self._resume_preempted, (), None)
+    def _run_once(self):
+        try:
+            super()._run_once()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if not self._preempted or raised_by_a_step(exc):
+                raise
+            # The loop's own code took it (a signal handler ran here): it
+            # goes where stock asyncio would have raised it, into the
+            # computation (the module's docstring).
+            resume_step(self._preempted, exc.with_traceback(None))
+        finally:
+            # Every iteration ends with a resumer queued if steps wait, even
+            # one that a KeyboardInterrupt cut short: otherwise they would
+            # never run again, and a Runner's shutdown would wait forever.
+            if self._preempted and not self._resumer_queued:
+                self._call_soon(self._resume_preempted, (), None)
+                self._resumer_queued = True
 
     def _resume_preempted(self):
         """Resume the oldest preempted step, unless other work is ready:
         that goes first, for up to one time slice."""
+        self._resumer_queued = False
         now = time.monotonic()
         if self._ready:
             if self._preempted_since is None:
                 self._preempted_since = now
             if now - self._preempted_since < self._time_slice:
-                self._call_soon(self._resume_preempted, (), None)
-                return
+                return   # queued again at the end of this iteration
         self._preempted_since = None
         _hand_over_gil(now)
-        queue = self._preempted
-        worker = queue.popleft()
-        try:
-            if resume_step(worker) is not None:   # preempted again
-                queue.append(worker)
-        finally:
-            # Even when the step raised (KeyboardInterrupt, SystemExit come
-            # out of it and stop the loop): the others must go on at the
-            # next run, or they would never be resumed.
-            if queue:
-                self._call_soon(self._resume_preempted, (), None)
+        resume_step(self._preempted)
 
     def _call_soon(self, callback, args, context):
         handle = super()._call_soon(callback, args, context)
@@ -148,6 +165,5 @@ class GoroutineHandle(events.Handle):
     __slots__ = ()
 
     def _run(self):
-        worker = run_on_goroutine(self)
-        if worker is not None:   # preempted
-            self._loop._queue_preempted(worker)
+        run_on_goroutine(self, self._loop._preempted)
+

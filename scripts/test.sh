@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: for each supported CPython
-# (3.11, 3.12, 3.13) build and install goloop into its own virtual environment
-# under .venvs/, then run pytest against the installed package.  Interpreters
-# are found through pyenv (any installed 3.X.Y) or as python3.X on PATH; one
-# that cannot be found is reported in a loud line at the end, never skipped
-# silently.  Under CI=true the AArch64 cross tools are installed when missing.
+# (3.11, 3.12, 3.13, 3.14, 3.15) build and install goloop into its own virtual
+# environment under .venvs/, then run pytest against the installed package.
+# Interpreters are found through pyenv (any installed 3.X.Y) or as python3.X
+# on PATH.  3.14 and 3.15, when the host has neither, come from a Debian sid
+# root (scripts/sid-root.sh prepares it once in .sid-root/, ~2-3 minutes the
+# first time), and their venv, build and pytest commands run inside it through
+# scripts/sid-run.sh.  A version that cannot be found (or whose sid root could
+# not be prepared) is reported in a loud line at the end, never skipped
+# silently.  Under CI=true the AArch64 cross tools are installed when missing
+# (on the host, and in the sid root when it is used).
 #
 #   scripts/test.sh                 all versions, whole suite
 #   scripts/test.sh -k recursion    extra arguments go to pytest
 #   GOLOOP_PYTHONS="3.12" scripts/test.sh    a subset of versions
+#   GOLOOP_PYTHONS="3.14d 3.15d" scripts/test.sh    only the sid root's debug builds
+#
+# The debug builds of 3.14 and 3.15 (python3.X-dbg: assertions and reference
+# count checks in the interpreter, .venvs/py3.Xd) are in the default run too,
+# with the suites of the native parts only (runtime, glue, loop) unless
+# pytest arguments are given.
 set -u
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-VERSIONS="${GOLOOP_PYTHONS:-3.11 3.12 3.13}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd -P)"   # physical: the path sid-run.sh mounts
+cd "$ROOT" || exit 1
+VERSIONS="${GOLOOP_PYTHONS:-3.11 3.12 3.13 3.14 3.15 3.14d 3.15d}"
+SID_VERSIONS="3.14 3.15"   # what the Debian sid root provides (and 3.14d, 3.15d)
 REPORTS="$ROOT/.venvs/reports"
 mkdir -p "$REPORTS"
 rm -f "$REPORTS"/*.xml
 
-if [ "${CI:-}" = "true" ]; then
-    bash "$ROOT/scripts/ensure-cross-tools.sh"
-fi
+declare -a MISSING=() FAILED=() PASSED=()
+declare -A MISSING_WHY=()
+RUN=()   # prefix for one version's commands: empty on the host, sid-run.sh in the sid root
 
 find_python() {   # prints the path of a CPython $1 (e.g. 3.12), or nothing
     local want="$1" v p
@@ -36,39 +48,103 @@ find_python() {   # prints the path of a CPython $1 (e.g. 3.12), or nothing
     done
 }
 
-declare -a MISSING=() FAILED=() PASSED=()
-for ver in $VERSIONS; do
-    py="$(find_python "$ver")"
-    if [ -z "$py" ]; then
-        MISSING+=("$ver")
-        continue
+# --- The Debian sid root: CPython 3.14 and 3.15 when the host has none -------
+
+SID_STATE=""   # "", then "ready" or "failed": the root is prepared at most once
+
+sid_root_ready() {   # prepares the sid root (once per run); true when usable
+    if [ -z "$SID_STATE" ]; then
+        if bash "$ROOT/scripts/sid-root.sh"; then
+            SID_STATE=ready
+            [ "${CI:-}" = "true" ] && sid_cross_tools
+        else
+            SID_STATE=failed
+        fi
     fi
-    venv="$ROOT/.venvs/py$ver"
-    echo "=== CPython $ver: $py -> $venv"
-    if [ ! -x "$venv/bin/python" ]; then
-        "$py" -m venv "$venv" || { FAILED+=("$ver (venv)"); continue; }
+    [ "$SID_STATE" = ready ]
+}
+
+sid_cross_tools() {   # the AArch64 tests run in the root too (qemu-user etc., ~0.8 GB)
+    "$ROOT/scripts/sid-run.sh" bash "$ROOT/scripts/ensure-cross-tools.sh"
+    "$ROOT/scripts/sid-run.sh" apt-get clean
+}
+
+sid_python() {   # the sid root's interpreter for $1: 3.14 -> python3.14, 3.14d -> python3.14-dbg
+    case "$1" in
+        *d) echo "python${1%d}-dbg" ;;
+        *) echo "python$1" ;;
+    esac
+}
+
+sid_provides() {   # whether the sid root has CPython $1 (3.14, or 3.14d for its debug build)
+    case " $SID_VERSIONS " in *" ${1%d} "*) return 0 ;; esac
+    return 1
+}
+
+# --- One version: venv, build, pytest -----------------------------------------
+
+make_venv() {   # $1 interpreter, $2 venv; (re)made unless it already works
+    local py="$1" venv="$2"
+    "${RUN[@]}" "$venv/bin/python" -c pass 2>/dev/null && return 0
+    "${RUN[@]}" "$py" -m venv --clear "$venv"
+}
+
+run_version() {   # $1 version, $2 interpreter; the rest goes to pytest.  Uses RUN.
+    local ver="$1" py="$2"
+    shift 2
+    if [ "${ver%d}" != "$ver" ] && [ $# -eq 0 ]; then   # a debug build
+        set -- tests/runtime tests/test_*.py tests/loop
     fi
-    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"; then
+    local venv="$ROOT/.venvs/py$ver"
+    echo "=== CPython $ver: $py${RUN[*]:+ (in the Debian sid root)} -> $venv"
+    if ! make_venv "$py" "$venv"; then
+        FAILED+=("$ver (venv)")
+        return
+    fi
+    if ! "${RUN[@]}" "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"; then
         FAILED+=("$ver (build)")
-        continue
+        return
     fi
     # pytest's own executable, not `python -m pytest`: the source tree's
     # goloop/ (without compiled modules) must not shadow the installed one.
-    if "$venv/bin/pytest" -p no:cacheprovider --junitxml="$REPORTS/py$ver.xml" "$@"; then
+    if "${RUN[@]}" "$venv/bin/pytest" -p no:cacheprovider --junitxml="$REPORTS/py$ver.xml" "$@"; then
         PASSED+=("$ver")
     else
         FAILED+=("$ver")
     fi
-done
+}
 
-echo
-echo "=== summary"
-[ ${#PASSED[@]} -gt 0 ] && echo "passed on CPython: ${PASSED[*]}"
-[ ${#FAILED[@]} -gt 0 ] && echo "FAILED on CPython: ${FAILED[*]}"
-for ver in "${MISSING[@]}"; do
-    echo "!!!!!!!! CPython $ver NOT FOUND: its tests did NOT run (install it with pyenv, or put python$ver on PATH) !!!!!!!!"
-done
-python3 - "$REPORTS" <<'PY' || true
+test_version() {   # $1 version; the rest goes to pytest
+    local ver="$1" py
+    shift
+    py="$(find_python "$ver")"
+    if [ -n "$py" ]; then
+        run_version "$ver" "$py" "$@"
+    elif ! sid_provides "$ver"; then
+        MISSING+=("$ver")
+        MISSING_WHY[$ver]="install it with pyenv, or put python$ver on PATH"
+    elif ! sid_root_ready; then
+        MISSING+=("$ver")
+        MISSING_WHY[$ver]="not on the host, and the Debian sid root that provides it could not be prepared: see the sid-root.sh message above and .sid-root/prepare.log"
+    else
+        RUN=("$ROOT/scripts/sid-run.sh")
+        run_version "$ver" "$(sid_python "$ver")" "$@"
+        RUN=()
+    fi
+}
+
+# --- The end: what ran, what did not ------------------------------------------
+
+summary() {
+    local ver
+    echo
+    echo "=== summary"
+    [ ${#PASSED[@]} -gt 0 ] && echo "passed on CPython: ${PASSED[*]}"
+    [ ${#FAILED[@]} -gt 0 ] && echo "FAILED on CPython: ${FAILED[*]}"
+    for ver in "${MISSING[@]}"; do
+        echo "!!!!!!!! CPython $ver NOT FOUND: its tests did NOT run (${MISSING_WHY[$ver]}) !!!!!!!!"
+    done
+    python3 - "$REPORTS" <<'PY' || true
 import glob, sys, xml.etree.ElementTree as ET
 t = f = s = 0
 for path in glob.glob(sys.argv[1] + "/*.xml"):
@@ -78,6 +154,15 @@ for path in glob.glob(sys.argv[1] + "/*.xml"):
         t += n - fl - e - sk; f += fl + e; s += sk
 print(f"all versions: {t} passed, {f} failed, {s} skipped")
 PY
+}
+
+if [ "${CI:-}" = "true" ]; then
+    bash "$ROOT/scripts/ensure-cross-tools.sh"
+fi
+for ver in $VERSIONS; do
+    test_version "$ver" "$@"
+done
+summary
 if [ ${#FAILED[@]} -gt 0 ] || [ ${#PASSED[@]} -eq 0 ]; then
     exit 1
 fi

@@ -5,7 +5,10 @@ The glue gives each goroutine a C recursion budget derived from its stack size
 C-mediated level).  Pure-Python recursion uses no C stack on 3.11+, but on 3.11
 Python and C levels share one counter, so there the budget also caps Python
 depth; with the default 8 MiB stack it must stay above the default recursion
-limit so that sys.getrecursionlimit() stays honest.
+limit so that sys.getrecursionlimit() stays honest.  From 3.14 CPython checks
+the C stack by address instead, against limits the glue sets for each
+goroutine's own stack (pystate.h), so there the recursion cases below end in
+RecursionError on any stack size without a budget.
 
 The crash-prone cases run in a subprocess: a crash fails the test, with the
 child's output in the message, instead of killing pytest.
@@ -102,7 +105,9 @@ print(json.dumps({
 """
 
 KINDS = ["pure", "repr", "sorted", "map"]
-SIZES = ["65536", "1048576", "default"]
+# 64 KiB, or the smallest stack this interpreter takes if more (a debug 3.14+)
+SMALL = max(65536, goloop._goloop.MIN_STACK_SIZE)
+SIZES = [str(SMALL), "1048576", "default"]
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -246,25 +251,51 @@ def test_measured_stack_bytes_per_level():
 
 GUARD_SCRIPT = r"""
 import goloop
-def deep_parser():
-    # CPython's parser limits its recursion by a count of its own, not by
-    # the thread state's C budget: nested unary minus recurses in C far
-    # deeper than 64 KiB allows.
-    compile("-" * 20000 + "1", "<deep>", "eval")
-g = goloop.Goroutine(deep_parser, stack_size=65536)
+from goloop._goloop import _recurse_in_c
+def deep_c():
+    # What a C extension recursing without CPython's checks does: ~1 MiB.
+    return _recurse_in_c(1000)
+g = goloop.Goroutine(deep_c, stack_size=SMALL)
 g.resume()
 print("no overflow")
 """
 
 
 def test_guard_page_hit_is_a_clear_fatal_error(run_python):
-    proc = run_python(GUARD_SCRIPT)
+    proc = run_python(GUARD_SCRIPT.replace("SMALL", str(SMALL)))
     assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stdout, proc.stderr)
     err = proc.stderr
     assert "goloop: fatal error: goroutine" in err, err
-    assert "(deep_parser) overflowed its stack of 65536 bytes" in err, err
+    assert f"(deep_c) overflowed its stack of {SMALL} bytes" in err, err
     assert "GOLOOP_STACK_SIZE" in err and "set_default_stack_size" in err, err
-    # The same code is fine with room to run (the parser's own limit hits).
-    proc = run_python(GUARD_SCRIPT.replace("stack_size=65536", "stack_size=4 << 20"))
-    assert proc.returncode != -signal.SIGSEGV, proc.stderr
-    assert "goloop: fatal error" not in proc.stderr
+    # The same code is fine with room to run.
+    proc = run_python(GUARD_SCRIPT.replace("stack_size=SMALL", "stack_size=4 << 20"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "no overflow"
+
+
+PARSER_SCRIPT = r"""
+import goloop
+def deep_parser():
+    compile("-" * 20000 + "1", "<deep>", "eval")
+g = goloop.Goroutine(deep_parser, stack_size=SMALL)
+try:
+    g.resume()
+except (MemoryError, RecursionError) as e:
+    print(type(e).__name__)
+"""
+
+
+def test_deeply_nested_source_on_a_small_stack(run_python):
+    """From 3.14 CPython checks the C stack by address, against limits goloop
+    sets for each goroutine's stack, and its parser stops with MemoryError.
+    Before, the parser limits its recursion by a count of its own that knows
+    nothing of a 64 KiB stack: there nested unary minus runs into the guard
+    page, and goloop's fatal message says what happened."""
+    proc = run_python(PARSER_SCRIPT.replace("SMALL", str(SMALL)))
+    if sys.version_info >= (3, 14):
+        assert proc.returncode == 0, (proc.returncode, proc.stderr)
+        assert proc.stdout.strip() in ("MemoryError", "RecursionError"), proc.stdout
+    else:
+        assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stdout, proc.stderr)
+        assert f"(deep_parser) overflowed its stack of {SMALL} bytes" in proc.stderr, proc.stderr

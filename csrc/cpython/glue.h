@@ -26,8 +26,10 @@
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
 /* Smallest stack a Python goroutine may have: room for the entry frames,
- * the reserve and a useful recursion budget. */
-#define GL_PY_STACK_MIN (64 * 1024)
+ * the reserve and a useful recursion budget; 64 KiB, or from 3.14 what
+ * CPython asks of a stack if that is more (96 KiB on a debug build, whose
+ * stack margins are twice a release build's).  goroutine.c. */
+size_t gl_py_stack_min(void);
 
 /* C stack kept out of a goroutine's recursion budget: its entry frames, the
  * C calls between recursion checks, signal frames (an xsave area alone can
@@ -46,12 +48,16 @@ typedef struct {
                                         not be unwound; kept alive forever */
     PyObject *str_qualname;          /* interned "__qualname__" */
     PyObject *str_idle;              /* interned "idle" */
+    PyObject *str_append;            /* interned "append", "popleft" */
+    PyObject *str_popleft;
     PyObject *step_ready;            /* sentinels a step worker parks with */
     PyObject *step_done;
     PyObject *step_worker;           /* the worker function (builtin) */
     PyObject *handle_run;            /* asyncio.events.Handle._run */
     PyObject *step_pool;             /* threading.local with .idle: list */
     PyObject *step_preempted;        /* what a preempted worker parks with */
+    uintptr_t step_raised;           /* address of the last exception a step
+                                        raised (steps.c raised_by_a_step) */
     /* preemption (preempt.c) */
     gl_p p;                          /* the main thread's loop, for sysmon */
     pthread_t p_owner;               /* valid while p.attached */
@@ -122,6 +128,8 @@ extern PyType_Spec gl_goroutine_spec;
 size_t gl_goroutine_stack_for_levels(int levels);
 /* g.resume(value): new reference, or NULL with an exception set. */
 PyObject *gl_goroutine_resume(GoroutineObject *self, PyObject *value);
+/* g.throw(exc) for an exception instance (borrowed): as resume(). */
+PyObject *gl_goroutine_throw(GoroutineObject *self, PyObject *exc);
 /* Goroutine(func, name=name) (new reference). */
 GoroutineObject *gl_goroutine_create(gl_module_state *st, PyObject *func,
                                      const char *name, size_t stack_size);

@@ -44,6 +44,18 @@ gl_goroutine_stack_for_levels(int levels)
            + (size_t)(levels + GL_HEADROOM_LEVELS) * gl_pystate_bytes_per_c_level();
 }
 
+size_t
+gl_py_stack_min(void)
+{
+    size_t min = 64 * 1024;
+#if GL_PY_MINOR >= 14
+    size_t cpython = (gl_cstack_min_size() + 0xFFF) & ~(size_t)0xFFF;
+    if (cpython > min)
+        min = cpython;
+#endif
+    return min;
+}
+
 static int
 c_budget(const GoroutineObject *self)
 {
@@ -127,14 +139,15 @@ goroutine_main(void *arg)
     self->context = NULL;
 
     _PyErr_StackItem *outer = ts->exc_info;   /* the resumer's */
-    gl_pystate_enter_fresh(ts, &root, context, c_budget(self), &st->chunks);
+    int fresh = gl_pystate_enter_fresh(ts, &root, context, (void *)self->g.stack->lo,
+                                       self->g.stack->size, c_budget(self), &st->chunks);
     Py_XDECREF(context);
     self->root_exc = &root.exc_item;
     if (self->step_worker)
         root.exc_item.previous_item = outer;
     Py_CLEAR(self->transfer);    /* the first resume's value is not used */
 
-    PyObject *result = PyObject_CallNoArgs(func);
+    PyObject *result = fresh < 0 ? NULL : PyObject_CallNoArgs(func);
     Py_DECREF(func);
     if (result != NULL)
         self->transfer = result;
@@ -240,6 +253,13 @@ gl_goroutine_resume(GoroutineObject *self, PyObject *value)
 }
 
 PyObject *
+gl_goroutine_throw(GoroutineObject *self, PyObject *exc)
+{
+    assert(PyExceptionInstance_Check(exc));
+    return goroutine_switch(self, Py_None, Py_NewRef(exc));
+}
+
+PyObject *
 gl_goroutine_park(gl_module_state *st, PyObject *value)
 {
     GoroutineObject *self = gl_goroutine_current();
@@ -306,10 +326,10 @@ goroutine_init(GoroutineObject *self, PyObject *args, PyObject *kwds)
         long long v = PyLong_AsLongLong(stack_size);
         if (v == -1 && PyErr_Occurred())
             PyErr_Clear();
-        if (v < GL_PY_STACK_MIN || v > (long long)GL_STACK_MAX) {
+        if (v < (long long)gl_py_stack_min() || v > (long long)GL_STACK_MAX) {
             PyErr_Format(PyExc_ValueError,
-                         "stack_size must be between %d and %lld bytes, got %R",
-                         GL_PY_STACK_MIN, (long long)GL_STACK_MAX, stack_size);
+                         "stack_size must be between %zu and %lld bytes, got %R",
+                         gl_py_stack_min(), (long long)GL_STACK_MAX, stack_size);
             return -1;
         }
         size = (size_t)v;
@@ -502,7 +522,9 @@ goroutine_throw(GoroutineObject *self, PyObject *exc)
     }
     if (exc == NULL)
         return NULL;
-    return goroutine_switch(self, Py_None, exc);
+    PyObject *r = gl_goroutine_throw(self, exc);
+    Py_DECREF(exc);
+    return r;
 }
 
 static const char *

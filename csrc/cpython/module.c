@@ -15,7 +15,8 @@
 #include "glue.h"
 
 #define SUPPORTED_TEXT \
-    "goloop supports CPython 3.11, 3.12 and 3.13 on Linux x86-64 and AArch64"
+    "goloop supports CPython 3.11 to 3.15 (not free-threaded builds) on Linux " \
+    "x86-64 and AArch64"
 
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
@@ -73,11 +74,11 @@ mod_set_default_stack_size(PyObject *module, PyObject *arg)
     long long v = PyLong_AsLongLong(arg);
     if (v == -1 && PyErr_Occurred())
         PyErr_Clear();
-    if (v < GL_PY_STACK_MIN || v > (long long)GL_STACK_MAX
+    if (v < (long long)gl_py_stack_min() || v > (long long)GL_STACK_MAX
             || gl_set_default_stack_size((size_t)v) != GL_OK) {
         PyErr_Format(PyExc_ValueError,
-                     "stack size must be between %d and %lld bytes, got %R",
-                     GL_PY_STACK_MIN, (long long)GL_STACK_MAX, arg);
+                     "stack size must be between %zu and %lld bytes, got %R",
+                     gl_py_stack_min(), (long long)GL_STACK_MAX, arg);
         return NULL;
     }
     Py_RETURN_NONE;
@@ -137,6 +138,28 @@ mod_stack_depth(PyObject *module, PyObject *unused)
     return PyLong_FromSize_t(gl_stack_depth());
 }
 
+/* For tests: what a C extension recursing without CPython's stack checks
+ * does, `depth` frames of about 1 KiB each. */
+__attribute__((noinline)) static size_t
+recurse_unchecked(size_t depth)
+{
+    volatile char frame[1024];
+    frame[0] = (char)depth;
+    if (depth == 0)
+        return 0;
+    return recurse_unchecked(depth - 1) + (size_t)frame[0];
+}
+
+static PyObject *
+mod_recurse_in_c(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    size_t depth = PyLong_AsSize_t(arg);
+    if (depth == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSize_t(recurse_unchecked(depth));
+}
+
 static PyMethodDef module_methods[] = {
     {"park", (PyCFunction)(void (*)(void))mod_park, METH_FASTCALL,
      "park(value=None, /)\n--\n\nSuspend the running goroutine; the "
@@ -158,6 +181,9 @@ static PyMethodDef module_methods[] = {
     {"_stack_depth", mod_stack_depth, METH_NOARGS,
      "_stack_depth()\n--\n\nBytes of the running goroutine's stack in use "
      "(0 outside one); for tests."},
+    {"_recurse_in_c", mod_recurse_in_c, METH_O,
+     "_recurse_in_c(depth, /)\n--\n\nRecurse depth C frames of ~1 KiB "
+     "with no stack check, as a careless C extension would; for tests."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -210,7 +236,7 @@ module_exec(PyObject *module)
     if (st->unkillable == NULL
             || PyModule_AddObjectRef(module, "_unkillable", st->unkillable) < 0)
         return -1;
-    if (PyModule_AddIntConstant(module, "MIN_STACK_SIZE", GL_PY_STACK_MIN) < 0
+    if (PyModule_AddIntConstant(module, "MIN_STACK_SIZE", (long)gl_py_stack_min()) < 0
             || PyModule_AddIntConstant(module, "MAX_STACK_SIZE", GL_STACK_MAX) < 0
             || PyModule_AddStringConstant(module, "ARCH", GL_ARCH_NAME) < 0)
         return -1;
@@ -284,9 +310,14 @@ PyInit__goloop(void)
 PyMODINIT_FUNC
 PyInit__goloop(void)
 {
+#ifdef Py_GIL_DISABLED
+#  define GL_BUILD_KIND " (free-threaded)"
+#else
+#  define GL_BUILD_KIND ""
+#endif
     PyErr_SetString(PyExc_ImportError, SUPPORTED_TEXT
                     "; this build is for " GL_ARCH_NAME " and Python "
-                    PY_VERSION);
+                    PY_VERSION GL_BUILD_KIND);
     return NULL;
 }
 

@@ -65,27 +65,43 @@ datastack_exit(PyThreadState *ts, gl_chunk_cache *cache)
     ts->datastack_limit = NULL;
 }
 
-void
+int
 gl_pystate_enter_fresh(PyThreadState *ts, gl_pystate_root *root,
-                       PyObject *context, int c_budget, gl_chunk_cache *cache)
+                       PyObject *context, void *stack_lo, size_t stack_size,
+                       int c_budget, gl_chunk_cache *cache)
 {
-#if defined(GL_PY313)
+#if GL_PY_MINOR >= 15
+    ts->current_frame = ts->base_frame;   /* chains end at the sentinel */
+#elif GL_PY_MINOR >= 13
     ts->current_frame = NULL;
 #else
     root->cframe.current_frame = NULL;
     root->cframe.previous = NULL;
-#  ifdef GL_PY311
+#  if GL_PY_MINOR == 11
     root->cframe.use_tracing = ts->cframe->use_tracing;
 #  endif
     ts->cframe = &root->cframe;
 #endif
-#ifdef GL_PY311
+#if GL_PY_MINOR == 11
     /* Python and C levels share one counter on 3.11. */
     ts->recursion_remaining = c_budget < ts->recursion_limit
                               ? c_budget : ts->recursion_limit;
 #else
     ts->py_recursion_remaining = ts->py_recursion_limit;
+#endif
+#if GL_PY_MINOR == 12 || GL_PY_MINOR == 13
     ts->c_recursion_remaining = c_budget;
+#endif
+#if GL_PY_MINOR >= 14
+    (void)c_budget;
+    ts->current_executor = NULL;
+    ts->critical_section = 0;
+#else
+    (void)stack_lo;
+    (void)stack_size;
+#endif
+#if GL_PY_MINOR >= 15
+    ts->jit_exit = NULL;
 #endif
     ts->recursion_headroom = 0;
     ts->tracing = 0;
@@ -96,14 +112,21 @@ gl_pystate_enter_fresh(PyThreadState *ts, gl_pystate_root *root,
     Py_XINCREF(context);
     ts->context = context;
     ts->context_ver++;
-#if defined(GL_PY311)
+#if GL_PY_MINOR == 11
     ts->trash_delete_nesting = 0;
     ts->trash_delete_later = NULL;
-#elif defined(GL_PY312)
+#elif GL_PY_MINOR == 12
     ts->trash.delete_nesting = 0;
     ts->trash.delete_later = NULL;
 #else
     ts->delete_later = NULL;
+#endif
+#if GL_PY_MINOR >= 14
+    /* Last, so that no other C-API call comes between this and running on
+     * the stack (we are on it already): CPython's own condition. */
+    return PyUnstable_ThreadState_SetStackProtection(ts, stack_lo, stack_size);
+#else
+    return 0;
 #endif
 }
 
@@ -114,20 +137,22 @@ gl_pystate_exit(PyThreadState *ts, gl_pystate_root *root,
     Py_CLEAR(root->exc_item.exc_value);
     Py_CLEAR(ts->context);
     datastack_exit(ts, cache);
-#ifdef GL_PY311
+#if GL_PY_MINOR == 11
     /* The parent's restore reads use_tracing from ts->cframe, which must not
      * point into this stack once it is released. */
     ts->root_cframe.use_tracing = root->cframe.use_tracing;
     ts->cframe = &ts->root_cframe;
-#elif defined(GL_PY312)
+#elif GL_PY_MINOR == 12
     ts->cframe = &ts->root_cframe;
+#elif GL_PY_MINOR >= 15
+    ts->current_frame = ts->base_frame;
 #else
     ts->current_frame = NULL;
 #endif
     ts->exc_info = &ts->exc_state;
 }
 
-#ifndef GL_PY311
+#if GL_PY_MINOR >= 12
 /* CPython exports no function that instruments one code object; the one
  * public way is sys.monitoring.set_local_events(), which re-instruments the
  * code for the events of every tool whenever a tool's local events change.

@@ -1,6 +1,6 @@
 /*
  * pystate.h — the interpreter state that belongs to a stack, saved and
- * restored on every goroutine switch (CPython 3.11, 3.12, 3.13).
+ * restored on every goroutine switch (CPython 3.11 to 3.15).
  *
  * CPython keeps in its PyThreadState a few fields that describe "the stack
  * the thread is running on": the innermost Python frame, the recursion
@@ -24,23 +24,44 @@
  * frames then (gl_pystate_instrument_stack).  3.11 has one flag instead,
  * cframe->use_tracing, carried across switches.
  *
- *   role            3.11                       3.12                  3.13
- *   current frame   cframe (+ use_tracing)     cframe                current_frame
- *   recursion       recursion_remaining        py_/c_recursion_remaining
- *   data stack      datastack_chunk/top/limit  same                  same
- *   exceptions      exc_info                   same                  same
- *   contextvars     context (+ context_ver)    same                  same
- *   trashcan        trash_delete_nesting/later trash.*               delete_later
+ *   role            3.11                  3.12           3.13     3.14, 3.15
+ *   current frame   cframe (+use_tracing) cframe         current_frame
+ *   Python depth    recursion_remaining   py_recursion_remaining
+ *   C stack         (shared counter)      c_recursion_remaining   c_stack_*
+ *   data stack      datastack_chunk/top/limit
+ *   exceptions      exc_info
+ *   contextvars     context (+ context_ver)
+ *   trashcan        trash_delete_*        trash.*        delete_later
+ *   JIT             -                     -              -        current_executor
+ *                                                          (3.15: + jit_exit)
+ *   free-threading  -                     -              critical_section
+ *
+ * C stack on 3.14+: CPython checks it by address — c_stack_top, _soft_limit
+ * and _hard_limit in the internal _PyThreadStateImpl, set for the thread's
+ * own stack — and a goroutine's stack lies elsewhere in memory, where those
+ * checks would either never fire (a guard-page SIGSEGV instead of a
+ * RecursionError) or always fire (a fatal "stack overflow").  So each
+ * goroutine gets limits for its own stack (PyUnstable_ThreadState_-
+ * SetStackProtection, which knows CPython's margins), and the three fields
+ * are saved and restored with the rest (pyinternal.c reads them: they are
+ * internal).  Before 3.14 a C-level depth counter did that job, given a
+ * budget from the goroutine's stack size.
+ *
+ * 3.15 ends every thread's chain of frames at a sentinel, ts->base_frame
+ * (profilers check that a chain is complete), so a goroutine's chain starts
+ * from it too; and the remote profilers' cache of the last frame they saw
+ * (last_profiled_frame) is dropped at each switch, since the frame it names
+ * may belong to another stack.
  *
  * A new goroutine starts with fresh state (gl_pystate_enter_fresh): no frame,
- * an empty exception stack of its own, a recursion budget derived from its C
- * stack size, its own contextvars Context, and a frame data stack taken from
- * a small cache of root chunks (allocating one costs an mmap otherwise).
- * When it finishes, gl_pystate_exit frees what it allocated.
+ * an empty exception stack of its own, C-stack limits or a recursion budget
+ * for its own stack, its own contextvars Context, and a frame data stack
+ * taken from a small cache of root chunks (allocating one costs an mmap
+ * otherwise).  When it finishes, gl_pystate_exit frees what it allocated.
  *
- * Only this header and pystate.c know the layout of PyThreadState (and
- * pyinternal.c the one interpreter field it reads); the rest of the glue
- * sees gl_pystate as an opaque value to save and restore.
+ * Only this header, pystate.c and pyinternal.c know the layout of
+ * PyThreadState; the rest of the glue sees gl_pystate as an opaque value to
+ * save and restore.
  */
 #ifndef GOLOOP_PYSTATE_H
 #define GOLOOP_PYSTATE_H
@@ -48,7 +69,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+/* Free-threaded builds keep more per-stack state (c_stack_refs, deferred
+ * references in suspended frames that the GC must see) than goloop saves. */
+#if PY_MAJOR_VERSION == 3 && PY_MINOR_VERSION >= 11 && PY_MINOR_VERSION <= 15 \
+        && !defined(Py_GIL_DISABLED)
 #  define GL_PY_SUPPORTED 1
 #else
 #  define GL_PY_SUPPORTED 0
@@ -56,25 +80,40 @@
 
 #if GL_PY_SUPPORTED
 
-#if PY_VERSION_HEX >= 0x030D0000
-#  define GL_PY313 1
-#elif PY_VERSION_HEX >= 0x030C0000
-#  define GL_PY312 1
-#else
-#  define GL_PY311 1
+#define GL_PY_MINOR PY_MINOR_VERSION
+
+#if GL_PY_MINOR >= 14
+/* The thread state's C-stack limits (3.14+), saved per stack. */
+typedef struct gl_cstack {
+    uintptr_t top, soft_limit, hard_limit;
+} gl_cstack;
+/* pyinternal.c: read and write them in ts. */
+void gl_cstack_save(PyThreadState *ts, gl_cstack *c);
+void gl_cstack_restore(PyThreadState *ts, const gl_cstack *c);
+/* The smallest stack CPython gives limits to (three margins). */
+size_t gl_cstack_min_size(void);
 #endif
 
 typedef struct gl_pystate {
-#ifdef GL_PY313
+#if GL_PY_MINOR >= 13
     struct _PyInterpreterFrame *current_frame;
 #else
     _PyCFrame *cframe;
 #endif
-#ifdef GL_PY311
+#if GL_PY_MINOR == 11
     int recursion_depth;             /* limit - remaining (see restore) */
 #else
     int py_recursion_depth;          /* limit - remaining (see restore) */
+#endif
+#if GL_PY_MINOR == 12 || GL_PY_MINOR == 13
     int c_recursion_remaining;
+#elif GL_PY_MINOR >= 14
+    gl_cstack cstack;
+    PyObject *current_executor;
+    uintptr_t critical_section;
+#endif
+#if GL_PY_MINOR >= 15
+    struct _PyExitData *jit_exit;
 #endif
     int recursion_headroom;
     int tracing;
@@ -83,15 +122,15 @@ typedef struct gl_pystate {
     PyObject **datastack_limit;
     _PyErr_StackItem *exc_info;
     PyObject *context;               /* owned while saved */
-#if defined(GL_PY311)
+#if GL_PY_MINOR == 11
     int trash_delete_nesting;
     PyObject *trash_delete_later;
-#elif defined(GL_PY312)
+#elif GL_PY_MINOR == 12
     struct _py_trashcan trash;
 #else
     PyObject *delete_later;
 #endif
-#ifndef GL_PY311
+#if GL_PY_MINOR >= 12
     uint64_t monitoring_version;     /* sys.monitoring's, when saved */
 #endif
 } gl_pystate;
@@ -99,7 +138,7 @@ typedef struct gl_pystate {
 /* Per-goroutine structures the thread state points into while the goroutine
  * runs; they live in the goroutine's entry frame, on its own stack. */
 typedef struct gl_pystate_root {
-#ifndef GL_PY313
+#if GL_PY_MINOR <= 12
     _PyCFrame cframe;                /* bottom of its chain of C frames */
 #endif
     _PyErr_StackItem exc_item;       /* bottom of its exception stack */
@@ -112,7 +151,7 @@ typedef struct gl_chunk_cache {
     int count;
 } gl_chunk_cache;
 
-#ifndef GL_PY311
+#if GL_PY_MINOR >= 12
 /* sys.monitoring's version (pyinternal.c): changes whenever the events
  * enabled by sys.settrace, sys.setprofile or sys.monitoring change. */
 uint64_t gl_monitoring_version(PyThreadState *ts);
@@ -124,16 +163,25 @@ void gl_pystate_instrument_stack(PyThreadState *ts);
 static inline void
 gl_pystate_save(PyThreadState *ts, gl_pystate *st)
 {
-#ifdef GL_PY313
+#if GL_PY_MINOR >= 13
     st->current_frame = ts->current_frame;
 #else
     st->cframe = ts->cframe;
 #endif
-#ifdef GL_PY311
+#if GL_PY_MINOR == 11
     st->recursion_depth = ts->recursion_limit - ts->recursion_remaining;
 #else
     st->py_recursion_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
+#endif
+#if GL_PY_MINOR == 12 || GL_PY_MINOR == 13
     st->c_recursion_remaining = ts->c_recursion_remaining;
+#elif GL_PY_MINOR >= 14
+    gl_cstack_save(ts, &st->cstack);
+    st->current_executor = ts->current_executor;
+    st->critical_section = ts->critical_section;
+#endif
+#if GL_PY_MINOR >= 15
+    st->jit_exit = ts->jit_exit;
 #endif
     st->recursion_headroom = ts->recursion_headroom;
     st->tracing = ts->tracing;
@@ -143,15 +191,15 @@ gl_pystate_save(PyThreadState *ts, gl_pystate *st)
     st->exc_info = ts->exc_info;
     st->context = ts->context;       /* the reference moves into st */
     ts->context = NULL;
-#if defined(GL_PY311)
+#if GL_PY_MINOR == 11
     st->trash_delete_nesting = ts->trash_delete_nesting;
     st->trash_delete_later = ts->trash_delete_later;
-#elif defined(GL_PY312)
+#elif GL_PY_MINOR == 12
     st->trash = ts->trash;
 #else
     st->delete_later = ts->delete_later;
 #endif
-#ifndef GL_PY311
+#if GL_PY_MINOR >= 12
     st->monitoring_version = gl_monitoring_version(ts);
 #endif
 }
@@ -161,9 +209,9 @@ gl_pystate_save(PyThreadState *ts, gl_pystate *st)
 static inline void
 gl_pystate_restore(PyThreadState *ts, const gl_pystate *st)
 {
-#if defined(GL_PY313)
+#if GL_PY_MINOR >= 13
     ts->current_frame = st->current_frame;
-#elif defined(GL_PY312)
+#elif GL_PY_MINOR == 12
     ts->cframe = st->cframe;
 #else
     /* sys.settrace() updates only the running stack's cframe->use_tracing;
@@ -176,11 +224,22 @@ gl_pystate_restore(PyThreadState *ts, const gl_pystate *st)
      * sys.setrecursionlimit() does for every thread: a limit changed while
      * this stack was suspended applies to it with its depth intact.  (The C
      * count is a budget from the stack size and needs no such care.) */
-#ifdef GL_PY311
+#if GL_PY_MINOR == 11
     ts->recursion_remaining = ts->recursion_limit - st->recursion_depth;
 #else
     ts->py_recursion_remaining = ts->py_recursion_limit - st->py_recursion_depth;
+#endif
+#if GL_PY_MINOR == 12 || GL_PY_MINOR == 13
     ts->c_recursion_remaining = st->c_recursion_remaining;
+#elif GL_PY_MINOR >= 14
+    gl_cstack_restore(ts, &st->cstack);
+    ts->current_executor = st->current_executor;
+    ts->critical_section = st->critical_section;
+#endif
+#if GL_PY_MINOR >= 15
+    ts->jit_exit = st->jit_exit;
+    ts->last_profiled_frame = NULL;
+    ts->last_profiled_frame_seq++;
 #endif
     ts->recursion_headroom = st->recursion_headroom;
     ts->tracing = st->tracing;
@@ -190,15 +249,15 @@ gl_pystate_restore(PyThreadState *ts, const gl_pystate *st)
     ts->exc_info = st->exc_info;
     ts->context = st->context;       /* the reference moves back */
     ts->context_ver++;
-#if defined(GL_PY311)
+#if GL_PY_MINOR == 11
     ts->trash_delete_nesting = st->trash_delete_nesting;
     ts->trash_delete_later = st->trash_delete_later;
-#elif defined(GL_PY312)
+#elif GL_PY_MINOR == 12
     ts->trash = st->trash;
 #else
     ts->delete_later = st->delete_later;
 #endif
-#ifndef GL_PY311
+#if GL_PY_MINOR >= 12
     /* Events switched on while this stack was suspended instrumented only
      * the code of the stack running then (3.12+): catch up. */
     if (gl_monitoring_version(ts) != st->monitoring_version)
@@ -206,24 +265,14 @@ gl_pystate_restore(PyThreadState *ts, const gl_pystate *st)
 #endif
 }
 
-/* The innermost Python frame saved in st (for listing a parked goroutine's
- * frames); NULL when the stack has none. */
-static inline struct _PyInterpreterFrame *
-gl_pystate_frame(const gl_pystate *st)
-{
-#ifdef GL_PY313
-    return st->current_frame;
-#else
-    return st->cframe ? st->cframe->current_frame : NULL;
-#endif
-}
-
-/* Set ts up for a goroutine's first run on a fresh stack: no frames, an empty
- * exception stack, `context` (new reference taken; NULL: a new empty Context
- * on first use), a C recursion budget of `c_budget` levels. */
-void gl_pystate_enter_fresh(PyThreadState *ts, gl_pystate_root *root,
-                            PyObject *context, int c_budget,
-                            gl_chunk_cache *cache);
+/* Set ts up for a goroutine's first run on a fresh stack, [stack_lo,
+ * stack_lo + stack_size): no frames, an empty exception stack, `context`
+ * (new reference taken; NULL: a new empty Context on first use), a C
+ * recursion budget of `c_budget` levels (before 3.14) or C-stack limits for
+ * that stack (3.14+).  -1 with an exception set if CPython refuses them. */
+int gl_pystate_enter_fresh(PyThreadState *ts, gl_pystate_root *root,
+                           PyObject *context, void *stack_lo, size_t stack_size,
+                           int c_budget, gl_chunk_cache *cache);
 
 /* The goroutine's function has returned: release its data stack and its
  * context, leaving ts ready for gl_pystate_restore of the parent. */
@@ -234,7 +283,7 @@ void gl_pystate_exit(PyThreadState *ts, gl_pystate_root *root,
 void gl_chunk_cache_clear(gl_chunk_cache *cache);
 
 /* C stack bytes one C-mediated recursion level costs on this version; the
- * recursion budget of a goroutine is derived from it. */
+ * recursion budget of a goroutine is derived from it (before 3.14). */
 size_t gl_pystate_bytes_per_c_level(void);
 
 #endif /* GL_PY_SUPPORTED */
@@ -287,7 +336,7 @@ static inline PyObject *
 gl_pystate_frame_object(PyThreadState *ts, const gl_pystate *st)
 {
     PyObject *f;
-#ifdef GL_PY313
+#if GL_PY_MINOR >= 13
     struct _PyInterpreterFrame *cur = ts->current_frame;
     ts->current_frame = st->current_frame;
     f = (PyObject *)PyEval_GetFrame();

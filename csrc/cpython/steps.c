@@ -14,11 +14,17 @@
  * to the thread that started it, and the pool dies with its thread.
  *
  * Preemption (preempt.c) parks a worker in the middle of its step with
- * PREEMPTED instead of DONE.  run_step() then returns the worker, which the
- * loop puts at the back of its ready queue (goloop/_steps.py); its turn
- * calls resume_step(worker), which continues the step where it stopped and
- * may return the worker again.  The worker keeps the step's Handle
- * (step_handle) until the step is done, and only then goes back to the pool.
+ * PREEMPTED instead of DONE.  run_step() then appends the worker to the
+ * loop's queue of preempted steps (a deque the loop passes in,
+ * goloop/_steps.py); its turn calls resume_step(queue), which takes the
+ * oldest, continues its step where it stopped and, if it is preempted
+ * again, appends it again.  The queue is changed here, in C, so that no
+ * Python signal handler (a Ctrl-C's KeyboardInterrupt) can run between a
+ * worker leaving the queue and coming back to it: a worker lost there would
+ * never be resumed.  resume_step(queue, exc) throws exc into the step
+ * instead, where it stopped (preempt.c).  The worker keeps the step's
+ * Handle (step_handle) until the step is done, and only then goes back to
+ * the pool.
  * Every stretch a step runs — from a resume to the next park — is one
  * "step" for sysmon and for stats(): gl_preempt_step_begin/end bracket it.
  *
@@ -81,7 +87,7 @@ pool_list(gl_module_state *st)
 static size_t
 worker_stack_size(void)
 {
-#ifdef GL_PY311
+#if GL_PY_MINOR == 11
     size_t need = gl_goroutine_stack_for_levels(Py_GetRecursionLimit());
     if (need <= gl_default_stack_size())
         return 0;
@@ -124,25 +130,36 @@ worker_take(gl_module_state *st, PyObject *idle)
     return w;
 }
 
-/* Switch to worker w (giving it `value`) for one stretch of its step, and
- * settle where it ended: DONE puts w back in the pool (`idle`, this thread's
- * list if the caller has it, else NULL: looked up then) and returns None,
- * PREEMPTED returns w (new reference) for the loop to requeue. */
+/* Switch to worker w for one stretch of its step (giving it `value`, or
+ * throwing `exc` into it when not NULL), and settle where it ended: DONE
+ * puts w back in the pool (`idle`, this thread's list if the caller has it,
+ * else NULL: looked up then), PREEMPTED appends it to `queue`.  Returns None,
+ * or NULL with the exception the step raised. */
 static PyObject *
 run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
-            PyObject *idle)
+            PyObject *exc, PyObject *idle, PyObject *queue)
 {
     int64_t began = gl_preempt_step_begin(st);
-    PyObject *r = gl_goroutine_resume(w, value);
+    PyObject *r = exc ? gl_goroutine_throw(w, exc) : gl_goroutine_resume(w, value);
     gl_preempt_step_end(st, began);
     if (r == st->step_preempted) {
         Py_DECREF(r);
-        return Py_NewRef((PyObject *)w);
+        r = PyObject_CallMethodOneArg(queue, st->str_append, (PyObject *)w);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        Py_RETURN_NONE;
     }
     int pinned = r == st->step_done && gl_greenlets_keep(st, w, w->step_handle);
     Py_CLEAR(w->step_handle);
-    if (r == NULL)
+    if (r == NULL) {
+        /* Which exception came out of a step, for raised_by_a_step(): only
+         * its address, compared while the caller still holds it. */
+        PyObject *exc = gl_err_take();
+        st->step_raised = (uintptr_t)exc;
+        gl_err_give(exc);
         return NULL;
+    }
     int ok = 1;
     if (r == st->step_done && !pinned) {
         PyObject *pool = idle ? Py_NewRef(idle) : pool_list(st);
@@ -177,8 +194,13 @@ steps_state(PyObject *module)
 }
 
 static PyObject *
-mod_run_step(PyObject *module, PyObject *handle)
+mod_run_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "run_step() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *handle = args[0], *queue = args[1];
     gl_module_state *st = steps_state(module);
     PyObject *idle = st ? pool_list(st) : NULL;
     if (idle == NULL)
@@ -195,7 +217,7 @@ mod_run_step(PyObject *module, PyObject *handle)
         Py_XSETREF(w->step_handle, Py_NewRef(handle));
         w->locks_held = 0;
         w->preempt_deferred = 0;
-        r = run_stretch(st, w, handle, idle);
+        r = run_stretch(st, w, handle, NULL, idle, queue);
         Py_DECREF(w);
     }
     Py_DECREF(idle);
@@ -203,19 +225,47 @@ mod_run_step(PyObject *module, PyObject *handle)
 }
 
 static PyObject *
-mod_resume_step(PyObject *module, PyObject *arg)
+mod_resume_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "resume_step() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *queue = args[0];
+    PyObject *exc = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
     gl_module_state *st = steps_state(module);
     if (st == NULL)
         return NULL;
+    if (exc != NULL && !PyExceptionInstance_Check(exc)) {
+        PyErr_Format(PyExc_TypeError,
+                     "resume_step() can throw an exception instance, not %.100s",
+                     Py_TYPE(exc)->tp_name);
+        return NULL;
+    }
+    if (PyObject_Size(queue) == 0)
+        Py_RETURN_NONE;   /* a second resumer in the ready queue: nothing left */
+    PyObject *arg = PyObject_CallMethodNoArgs(queue, st->str_popleft);
+    if (arg == NULL)
+        return NULL;
     GoroutineObject *w = (GoroutineObject *)arg;
+    PyObject *r;
     if (!PyObject_TypeCheck(arg, st->goroutine_type) || !w->step_worker
             || w->step_handle == NULL || w->g.status != GL_G_PARKED) {
         PyErr_Format(st->goroutine_error,
-                     "resume_step() needs a preempted step worker, not %R", arg);
-        return NULL;
+                     "resume_step() found %R in the queue, not a preempted step worker", arg);
+        r = NULL;
     }
-    return run_stretch(st, w, Py_None, NULL);
+    else
+        r = run_stretch(st, w, Py_None, exc, NULL, queue);
+    Py_DECREF(arg);
+    return r;
+}
+
+static PyObject *
+mod_raised_by_a_step(PyObject *module, PyObject *exc)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    return PyBool_FromLong(st->step_raised == (uintptr_t)exc);
 }
 
 static PyObject *
@@ -240,13 +290,17 @@ static PyMethodDef step_worker_def = {
 };
 
 PyMethodDef gl_steps_methods[] = {
-    {"run_step", mod_run_step, METH_O,
-     "run_step(handle, /)\n--\n\nRun handle (a task step) on a worker "
-     "goroutine from this thread's pool.  Returns None when the step is "
-     "done, or the worker when the step was preempted."},
-    {"resume_step", mod_resume_step, METH_O,
-     "resume_step(worker, /)\n--\n\nContinue a preempted step; returns as "
-     "run_step() does."},
+    {"run_step", (PyCFunction)(void (*)(void))mod_run_step, METH_FASTCALL,
+     "run_step(handle, queue, /)\n--\n\nRun handle (a task step) on a worker "
+     "goroutine from this thread's pool.  If the step is preempted, its "
+     "worker is appended to queue (the loop's deque of preempted steps)."},
+    {"resume_step", (PyCFunction)(void (*)(void))mod_resume_step, METH_FASTCALL,
+     "resume_step(queue, exc=None, /)\n--\n\nContinue the oldest preempted "
+     "step in queue (or throw exc into it where it stopped); if it is "
+     "preempted again, it goes back at the end of queue."},
+    {"raised_by_a_step", mod_raised_by_a_step, METH_O,
+     "raised_by_a_step(exc, /)\n--\n\nDid exc come out of a task step, "
+     "the last time run_step() or resume_step() raised?"},
     {"_setup_steps", mod_setup_steps, METH_VARARGS,
      "_setup_steps(handle_run, pool, /)\n--\n\nWhat run_step() calls on "
      "the worker (asyncio.events.Handle._run) and the per-thread pool (a "
@@ -280,11 +334,14 @@ int
 gl_steps_init(PyObject *module, gl_module_state *st)
 {
     st->str_idle = PyUnicode_InternFromString("idle");
+    st->str_append = PyUnicode_InternFromString("append");
+    st->str_popleft = PyUnicode_InternFromString("popleft");
     st->step_ready = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_done = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_preempted = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_worker = PyCFunction_NewEx(&step_worker_def, module, NULL);
-    if (st->str_idle == NULL || st->step_ready == NULL
+    if (st->str_idle == NULL || st->str_append == NULL || st->str_popleft == NULL
+            || st->step_ready == NULL
             || st->step_done == NULL || st->step_preempted == NULL
             || st->step_worker == NULL)
         return -1;
@@ -307,6 +364,8 @@ void
 gl_steps_clear(gl_module_state *st)
 {
     Py_CLEAR(st->str_idle);
+    Py_CLEAR(st->str_append);
+    Py_CLEAR(st->str_popleft);
     Py_CLEAR(st->step_ready);
     Py_CLEAR(st->step_done);
     Py_CLEAR(st->step_preempted);

@@ -44,9 +44,11 @@ The selection (identical for both loops):
 
 On --loop goloop every loop that asyncio itself creates is a goloop loop:
 asyncio.set_event_loop_policy(goloop.EventLoopPolicy()) at start, and
-asyncio.DefaultEventLoopPolicy is goloop.EventLoopPolicy, because every test
-module's tearDownModule (and many tests) call set_event_loop_policy(None),
-after which asyncio instantiates asyncio.DefaultEventLoopPolicy again.  So
+asyncio.DefaultEventLoopPolicy is goloop.EventLoopPolicy (from 3.14 the
+private asyncio.unix_events._DefaultEventLoopPolicy it aliases), because
+every test module's tearDownModule (and many tests) call
+set_event_loop_policy(None), after which asyncio instantiates the default
+policy class again.  So
 asyncio.new_event_loop(), asyncio.run(), asyncio.Runner and
 unittest.IsolatedAsyncioTestCase all get goloop loops.  Loops the tests build
 otherwise stay what they are (subclasses or mocks of BaseEventLoop /
@@ -202,9 +204,9 @@ def install_goloop():
     steps = getattr(goloop, "_steps", None)
     run_on_goroutine = getattr(steps, "run_on_goroutine", None)
     if callable(run_on_goroutine):
-        def counting_run(handle, _run=run_on_goroutine):
+        def counting_run(handle, *rest, _run=run_on_goroutine):
             _counters["goroutine_steps"] += 1
-            return _run(handle)
+            return _run(handle, *rest)
 
         steps.run_on_goroutine = counting_run
         _counters["goroutine_steps"] = 0
@@ -220,8 +222,16 @@ def install_goloop():
     GoloopTestLoop.__name__ = GoloopTestLoop.__qualname__ = "TestLoop"
     test_utils.TestLoop = GoloopTestLoop
 
-    asyncio.DefaultEventLoopPolicy = goloop.EventLoopPolicy
-    asyncio.set_event_loop_policy(goloop.EventLoopPolicy())
+    policy = goloop._api.EventLoopPolicy
+    if sys.version_info >= (3, 14):
+        # asyncio.DefaultEventLoopPolicy is a deprecated alias (a module
+        # __getattr__ that warns, which tests check) of this private name,
+        # which asyncio itself instantiates.
+        asyncio.unix_events._DefaultEventLoopPolicy = policy
+        asyncio.events._set_event_loop_policy(policy())
+    else:
+        asyncio.DefaultEventLoopPolicy = policy
+        asyncio.set_event_loop_policy(policy())
     return goloop
 
 
@@ -384,7 +394,8 @@ def probe_goloop(goloop):
     if not issubclass(loop_type, goloop.EventLoop) or goroutine is None:
         raise SystemExit(f"conformance driver: asyncio.run() ran on {loop_type} "
                          f"with goloop.current() = {goroutine!r}: goloop is not in use")
-    asyncio.set_event_loop_policy(goloop.EventLoopPolicy())
+    set_policy = getattr(asyncio.events, "_set_event_loop_policy", asyncio.set_event_loop_policy)
+    set_policy(goloop._api.EventLoopPolicy())
     return f"asyncio.run() -> {loop_type.__module__}.{loop_type.__qualname__}, steps on {goroutine!r}"
 
 

@@ -10,6 +10,7 @@ import goloop
 from loop_helpers import normalize, on_goroutine
 
 PY312 = sys.version_info >= (3, 12)
+PY314 = sys.version_info >= (3, 14)
 
 
 async def _where():
@@ -87,14 +88,25 @@ def test_run_non_coroutine_is_both_type_and_value_error(bad):
 
     if bad == "function":
         bad = main
-    with pytest.raises(ValueError) as stock:
+    # ValueError before 3.14, TypeError from 3.14 (which takes any awaitable).
+    with pytest.raises(ValueError if sys.version_info < (3, 14) else TypeError) as stock:
         asyncio.run(bad)
     with pytest.raises(TypeError) as ours:
         goloop.run(bad)
     assert isinstance(ours.value, ValueError)
     assert isinstance(ours.value, goloop._api.NotACoroutineError)
     assert str(ours.value) == str(stock.value)
-    assert str(ours.value).startswith("a coroutine was expected, got ")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="asyncio.run() takes awaitables from 3.14")
+def test_run_awaits_any_awaitable_from_3_14():
+    class Answer:
+        def __await__(self):
+            yield from asyncio.sleep(0).__await__()
+            return 42
+
+    assert asyncio.run(Answer()) == 42
+    assert goloop.run(Answer()) == 42
 
 
 def test_run_inside_a_running_loop_is_refused_like_asyncio_run():
@@ -240,13 +252,44 @@ def test_install_sets_the_policy_and_warns_only_on_312_and_later():
     finally:
         asyncio.set_event_loop_policy(None)
     deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    if PY314:
+        # goloop's, then asyncio's own for set_event_loop_policy()
+        assert len(deprecations) == 2, [str(w.message) for w in caught]
+        assert "'asyncio.set_event_loop_policy' is deprecated" in str(deprecations[1].message)
     if PY312:
-        assert len(deprecations) == 1, [str(w.message) for w in caught]
+        assert len(deprecations) == 1 + PY314, [str(w.message) for w in caught]
         assert "goloop.install() is deprecated" in str(deprecations[0].message)
         # attributed to the caller, not to goloop's own code
         assert deprecations[0].filename == __file__
     else:
         assert deprecations == [], [str(w.message) for w in caught]
+
+
+def test_event_loop_policy_is_deprecated_from_3_14_as_asyncio_s_is():
+    """goloop.EventLoopPolicy warns when used exactly when, and as,
+    asyncio.DefaultEventLoopPolicy does; importing goloop never warns."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stock = asyncio.DefaultEventLoopPolicy
+        ours = goloop.EventLoopPolicy
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert issubclass(ours, stock)
+    if PY314:
+        assert messages == [
+            "'asyncio.DefaultEventLoopPolicy' is deprecated and slated for removal in Python 3.16",
+            "'goloop.EventLoopPolicy' is deprecated and slated for removal in Python 3.16",
+        ]
+        assert caught[1].filename == __file__
+        assert "EventLoopPolicy" not in goloop.__all__
+    else:
+        assert messages == []
+        assert "EventLoopPolicy" in goloop.__all__
+
+
+def test_import_goloop_warns_nothing(run_python):
+    r = run_python("import goloop, goloop.__main__; print('ok')",
+                   env={"PYTHONWARNINGS": "error"})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
 def test_helpers_normalize():
@@ -276,7 +319,9 @@ def test_python_m_goloop_runs_a_script_on_goloop(run_module, tmp_path):
         pytest.skip("goloop/__main__.py does not exist yet")
     script = tmp_path / "app.py"
     script.write_text(_SCRIPT)
-    r = run_module("goloop", str(script), "a", "--b", timeout=60)
+    # No deprecated API on any version (policies are, from 3.14).
+    r = run_module("goloop", str(script), "a", "--b", timeout=60,
+                   env={"PYTHONWARNINGS": "error::DeprecationWarning"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["__main__", "['a',", "'--b']", "EventLoop", "True"]
     # python -m goloop -m module, from the module's directory

@@ -146,6 +146,69 @@ def test_ctrl_c_stops_a_cpu_hog_as_on_asyncio(tmp_path, kind):
     assert "Fatal" not in err and "Segmentation" not in err, err
 
 
+def test_ctrl_c_landing_in_the_loops_own_code_ends_the_preempted_computation():
+    """A KeyboardInterrupt raised in the loop's own code (here by the SIGINT
+    handler, run in a plain callback, which runs at all only because the hog
+    is preempted) goes into the preempted step, where stock asyncio would
+    have raised it since that computation would have been running, and ends
+    it.  Left parked, the step would run on for as long as the computation
+    takes when the program shuts down (a Runner cancels the remaining tasks
+    and runs the loop until they finish) — the test above hung on that, now
+    and then."""
+    where = []
+
+    async def hog():
+        try:
+            burn(30)
+        except KeyboardInterrupt:
+            where.append("hog")
+            raise
+
+    before = goloop.stats()["preemptions"]
+    loop = goloop.new_event_loop()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        task = loop.create_task(hog())
+        loop.call_later(0.2, signal.raise_signal, signal.SIGINT)
+        started = perf()
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(task)
+        elapsed = perf() - started
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        loop.close()
+    assert goloop.stats()["preemptions"] - before >= 5
+    assert where == ["hog"]
+    assert task.done() and isinstance(task.exception(), KeyboardInterrupt)
+    assert elapsed < 10
+
+
+def test_keyboard_interrupt_out_of_a_step_is_not_thrown_into_another():
+    """One KeyboardInterrupt ends one computation: raised by a step itself,
+    it comes out of the loop as on asyncio, and the other, preempted, step
+    goes on when the loop runs again."""
+    async def interrupted():
+        burn(0.2)
+        raise KeyboardInterrupt
+
+    async def other():
+        burn(0.5)
+        return "finished"
+
+    before = goloop.stats()["preemptions"]
+    loop = goloop.new_event_loop()
+    try:
+        b = loop.create_task(other())
+        a = loop.create_task(interrupted())
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(a)
+        assert not b.done()
+        assert loop.run_until_complete(b) == "finished"
+    finally:
+        loop.close()
+    assert goloop.stats()["preemptions"] - before >= 5
+
+
 def test_application_sigurg_handler_is_still_called_and_put_back():
     """Each SIGURG the application sends reaches its handler.  Like Go's
     (whose runtime also preempts with SIGURG), the handler may also be called

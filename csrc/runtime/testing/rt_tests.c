@@ -526,19 +526,29 @@ int gl_test_regs_fpcr(char *msg, size_t cap)
 typedef struct align_ctx {
     gerr err;
     int checks;
+    const char *misaligned;    /* where sp was first found misaligned */
+    uintptr_t misaligned_sp;
 } align_ctx;
 
 /* Checks made in the function that calls it (inlined into each caller, so
- * __builtin_frame_address and the local are the caller's). */
+ * __builtin_frame_address and the local are the caller's).  A misaligned sp
+ * is only noted, without calling libc (compiled for the ABI's alignment,
+ * printf may use aligned SSE stores and crash first), and the rest of the
+ * checks are skipped; align_report() formats it back on an aligned stack. */
 #define ALIGN_CHECK(c, where) do {                                           \
         uintptr_t sp_ = gl_test_sp_at_call();                                \
+        (c)->checks++;                                                       \
+        if (sp_ % 16 != 0) {                                                 \
+            if ((c)->misaligned == NULL) {                                   \
+                (c)->misaligned = (where);                                   \
+                (c)->misaligned_sp = sp_;                                    \
+            }                                                                \
+            break;                                                           \
+        }                                                                    \
         uintptr_t fa_ = (uintptr_t)__builtin_frame_address(0);               \
         __attribute__((aligned(16))) volatile unsigned char local_[16];      \
         local_[0] = 1;                                                       \
         gl_g *g_ = gl_getg();                                                \
-        (c)->checks++;                                                       \
-        GCHECK(&(c)->err, sp_ % 16 == 0, "%s: sp at a call is %#lx, not "    \
-               "16-byte aligned", (where), (unsigned long)sp_);              \
         GCHECK(&(c)->err, fa_ % 16 == 0, "%s: frame address %#lx is not "    \
                "16-byte aligned", (where), (unsigned long)fa_);              \
         GCHECK(&(c)->err, (uintptr_t)local_ % 16 == 0, "%s: an aligned(16) " \
@@ -551,6 +561,13 @@ typedef struct align_ctx {
                    (unsigned long)g_->stack->lo, (unsigned long)g_->stack->hi); \
     } while (0)
 
+static int align_report(align_ctx *c, char *msg, size_t cap)
+{
+    GCHECK(&c->err, c->misaligned == NULL, "%s: sp at a call is %#lx, not "
+           "16-byte aligned", c->misaligned, (unsigned long)c->misaligned_sp);
+    return gerr_report(&c->err, msg, cap);
+}
+
 static void align_inner(void *arg)
 {
     align_ctx *c = arg;
@@ -561,6 +578,8 @@ static void align_entry(void *arg)
 {
     align_ctx *c = arg;
     ALIGN_CHECK(c, "entry of a goroutine");
+    if (c->misaligned)
+        return;   /* the code below may crash on such a stack */
     gl_g inner;
     gl_g_init(&inner, align_inner, c, 0);
     int e = gl_resume(&inner, 0, NULL);
@@ -581,8 +600,8 @@ int gl_test_alignment_entry(char *msg, size_t cap)
         int e = gl_resume(&g, 0, NULL);
         CHECK(e == GL_OK && g.status == GL_G_DEAD, "resume: %s", errname(e));
     }
-    CHECK(c.checks == 8, "%d alignment checks ran, expected 8", c.checks);
-    return gerr_report(&c.err, msg, cap);
+    CHECK(c.checks == 8 || c.misaligned, "%d alignment checks ran, expected 8", c.checks);
+    return align_report(&c, msg, cap);
 #else
     note(msg, cap, "no switch assembly on this architecture");
     return GL_TEST_SKIP;
@@ -657,7 +676,7 @@ int gl_test_alignment_resume(char *msg, size_t cap)
     gl_stack_put(s);
     CHECK(c.checks == 5 + n + 3 + 4, "%d alignment checks ran, expected %d",
           c.checks, 5 + n + 3 + 4);
-    return gerr_report(&c.err, msg, cap);
+    return align_report(&c, msg, cap);
 #else
     note(msg, cap, "no switch assembly on this architecture");
     return GL_TEST_SKIP;
@@ -1115,9 +1134,8 @@ static void probe_init(sysmon_probe *pr, int64_t slice_ns)
 static int64_t spin(sysmon_probe *pr, int64_t ns, uint64_t enough)
 {
     int64_t t0 = gl_nanotime(), t;
-    volatile uint64_t x = 0;
     while ((t = gl_nanotime()) - t0 < ns && atomic_load(&pr->requests) < enough)
-        x++;
+        ;   /* gl_nanotime() is a call the compiler cannot drop */
     return t - t0;
 }
 

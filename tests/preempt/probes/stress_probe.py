@@ -292,14 +292,11 @@ def run_cycle(cycle, rng, watchdog, counts):
 
 
 def resume_preempted_without_finally(self):
-    """goloop's _resume_preempted before the fix, for the control: when the
-    resumed step raises, the remaining preempted steps are never resumed."""
-    queue = self._preempted
-    worker = queue.popleft()
-    if goloop._steps.resume_step(worker) is not None:
-        queue.append(worker)
-    if queue:
-        self._call_soon(self._resume_preempted, (), None)
+    """goloop's _resume_preempted as it was before the fix, for the control:
+    when the resumed step raises, the loop still believes a resumer is
+    queued, and the remaining preempted steps are never resumed."""
+    goloop._steps.resume_step(self._preempted)
+    self._resumer_queued = False
 
 
 def main():
