@@ -1,6 +1,9 @@
 # make bench        the benchmark suite (python -m benchmarks): every workload on
 #                   goloop, uvloop, asyncio and rloop, 5 repetitions (~15 min on 2 cores)
 # make bench-quick  smaller sizes, 1 repetition (~2 min)
+# make bench-3.14   `make bench` on CPython 3.14 from the Debian sid root
+#                   (scripts/sid-root.sh; .venvs/bench3.14), results in
+#                   benchmarks/results/py3.14.* (rloop has no 3.14 build)
 # make stress       the lost-wake-up stress probe (tests/preempt/probes/stress_probe.py)
 #                   STRESS_RUNS times (default 30) per slice, fresh seeds, in the
 #                   tests' virtualenv (.venvs/py3.X, made by scripts/test.sh)
@@ -13,13 +16,20 @@ VENV := .venvs/bench
 BENCH_ARGS ?=
 SOURCES := pyproject.toml setup.py $(shell find csrc goloop -name "*.[chS]" -o -name "*.py")
 
-.PHONY: bench bench-quick stress
+.PHONY: bench bench-quick bench-3.14 stress
 
 bench: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
 bench-quick: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks --quick $(BENCH_ARGS)
+
+bench-3.14:
+	scripts/sid-root.sh
+	scripts/sid-run.sh sh -c 'command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null; \
+	    test -x .venvs/bench3.14/bin/python || python3.14 -m venv .venvs/bench3.14; \
+	    .venvs/bench3.14/bin/python -m pip install -q --disable-pip-version-check ".[bench]" && \
+	    .venvs/bench3.14/bin/python -m benchmarks --results benchmarks/results/py3.14.jsonl $(BENCH_ARGS)'
 
 $(VENV)/installed: $(SOURCES)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -30,6 +30,7 @@ import inspect
 import math
 import os
 import signal
+import sys
 import threading
 import warnings
 
@@ -217,8 +218,27 @@ def running(loop):
             signal.signal(signal.SIGURG, previous if previous is not None else signal.SIG_DFL)
 
 
-_goloop._setup_preempt(
-    _inside_atomic, asyncio.tasks._enter_task, asyncio.tasks._leave_task, STEP_BASE, BASE_ONLY,
-    NEVER_PREEMPT,
-)
+def _task_switchers():
+    """The (enter, leave) pair a preempted step's task is left and entered
+    again with.  asyncio.tasks._enter_task/_leave_task are the C ones when
+    _asyncio is there; up to 3.13 they keep every Task's state in one dict.
+    From 3.14 the C ones keep the running task in the thread state, and the
+    pure-Python Task enters itself with the _py_ ones (a dict): each Task
+    must be left by the kind that entered it, or the C _leave_task refuses a
+    pure-Python Task and its steps are never preempted."""
+    tasks = asyncio.tasks
+    if sys.version_info < (3, 14) or tasks._enter_task is tasks._py_enter_task:
+        return tasks._enter_task, tasks._leave_task
+    py_task = tasks._PyTask
+
+    def enter(loop, task):
+        (tasks._py_enter_task if isinstance(task, py_task) else tasks._enter_task)(loop, task)
+
+    def leave(loop, task):
+        (tasks._py_leave_task if isinstance(task, py_task) else tasks._leave_task)(loop, task)
+
+    return enter, leave
+
+
+_goloop._setup_preempt(_inside_atomic, *_task_switchers(), STEP_BASE, BASE_ONLY, NEVER_PREEMPT)
 _locks.track_all()

@@ -75,6 +75,27 @@ def test_current_task_stays_true_across_preemptions():
     assert tick_seen == {True}
 
 
+def test_a_pure_python_task_is_preempted_like_a_c_task():
+    """asyncio's pure-Python Task (tasks._PyTask) keeps its current-task
+    state apart from the C Task's from 3.14; a hog of either kind is
+    preempted, and a ticker beside it keeps ticking."""
+    async def hog():
+        burn(0.3)
+
+    async def main():
+        task = asyncio.tasks._PyTask(hog(), loop=asyncio.get_running_loop())
+        ticks = 0
+        while not task.done():
+            await asyncio.sleep(0.005)
+            ticks += 1
+        await task
+        return ticks
+
+    ticks, d = run(main)
+    assert d["preemptions"] >= 5, d
+    assert ticks >= 10, ticks     # without preemption: 1 tick in 0.3 s
+
+
 def test_cancel_while_preempted_lands_at_the_next_await():
     async def hog(progress):
         burn(0.3)                    # preempted many times, cancelled meanwhile
