@@ -305,3 +305,11 @@ def test_import_on_a_free_threaded_build(run_python):
     out = proc.stdout.strip()
     assert out.startswith("ImportError:"), (out, proc.stderr)
     assert "free-threaded build" in out and "not free-threaded" in out, out
+
+
+def test_private_step_and_stack_helpers_refuse_bad_input():
+    """_goloop's seams for the loop and the tests raise, never crash."""
+    with pytest.raises(TypeError):
+        goloop._goloop.resume_step(42)             # not a queue
+    with pytest.raises(goloop.GoroutineError, match="only on a goroutine"):
+        goloop._goloop._recurse_in_c(10 ** 9)      # the thread's stack has no guard message

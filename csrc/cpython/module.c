@@ -153,7 +153,12 @@ recurse_unchecked(size_t depth)
 static PyObject *
 mod_recurse_in_c(PyObject *module, PyObject *arg)
 {
-    (void)module;
+    if (gl_goroutine_current() == NULL) {
+        /* The thread's own stack has no guard message of goloop's. */
+        PyErr_SetString(get_state(module)->goroutine_error,
+                        "_recurse_in_c() runs only on a goroutine");
+        return NULL;
+    }
     size_t depth = PyLong_AsSize_t(arg);
     if (depth == (size_t)-1 && PyErr_Occurred())
         return NULL;
@@ -183,7 +188,8 @@ static PyMethodDef module_methods[] = {
      "(0 outside one); for tests."},
     {"_recurse_in_c", mod_recurse_in_c, METH_O,
      "_recurse_in_c(depth, /)\n--\n\nRecurse depth C frames of ~1 KiB "
-     "with no stack check, as a careless C extension would; for tests."},
+     "with no stack check, as a careless C extension would, on a goroutine "
+     "only; for tests."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -242,7 +242,10 @@ mod_resume_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      Py_TYPE(exc)->tp_name);
         return NULL;
     }
-    if (PyObject_Size(queue) == 0)
+    Py_ssize_t waiting = PyObject_Size(queue);
+    if (waiting < 0)
+        return NULL;
+    if (waiting == 0)
         Py_RETURN_NONE;   /* a second resumer in the ready queue: nothing left */
     PyObject *arg = PyObject_CallMethodNoArgs(queue, st->str_popleft);
     if (arg == NULL)
