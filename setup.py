@@ -1,7 +1,8 @@
 """Build of goloop's native parts.
 
 Two extension modules are built from the same runtime sources (csrc/runtime):
-  goloop._goloop        the C-API module: CPython glue (csrc/cpython) + runtime
+  goloop._goloop        the C-API module: the loop core (csrc/loop), the CPython
+                        glue (csrc/cpython) and the runtime
   goloop._runtime_cffi  a cffi module exposing the runtime and its C-level test
                         helpers (csrc/runtime/testing) to pytest, with no
                         CPython code in the picture
@@ -28,8 +29,9 @@ def _files(folder, suffix):
 
 
 # Headers, so that changing one rebuilds (setuptools tracks only sources).
-HEADERS = _files("csrc/runtime", ".h") + _files("csrc/cpython", ".h")
+HEADERS = _files("csrc/runtime", ".h") + _files("csrc/cpython", ".h") + _files("csrc/loop", ".h")
 GLUE_C = _files("csrc/cpython", ".c")
+LOOP_C = _files("csrc/loop", ".c")
 
 WARNINGS = ["-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 if os.environ.get("GOLOOP_DEBUG"):
@@ -47,8 +49,8 @@ class BuildExt(build_ext):
 
 goloop_ext = Extension(
     "goloop._goloop",
-    sources=GLUE_C + RUNTIME_C + RUNTIME_ASM,
-    include_dirs=["csrc/runtime", "csrc/cpython"],
+    sources=LOOP_C + GLUE_C + RUNTIME_C + RUNTIME_ASM,
+    include_dirs=["csrc/runtime", "csrc/cpython", "csrc/loop"],
     depends=HEADERS,
     extra_compile_args=WARNINGS + OPT,
     libraries=["pthread"],

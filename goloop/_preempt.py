@@ -39,6 +39,9 @@ from . import _goloop, _locks
 DEFAULT_TIME_SLICE = 0.010     # Go's forcePreemptNS
 MIN_TIME_SLICE = 50e-6         # below sysmon's resolution it means nothing
 TIME_SLICE_ENV = "GOLOOP_TIME_SLICE"
+# What the slice measures: "wall" (default) or "cpu", the loop thread's CPU
+# time — see slice_counts_cpu_time().
+SLICE_CLOCK_ENV = "GOLOOP_SLICE_CLOCK"
 
 # The frames a task step starts from: asyncio's Handle._run and, for the
 # pure-Python Task, its __step (and, 3.12+, __step_run_and_handle_result).
@@ -146,6 +149,20 @@ def default_time_slice():
     return parse_time_slice(text) if text else DEFAULT_TIME_SLICE
 
 
+def slice_counts_cpu_time():
+    """GOLOOP_SLICE_CLOCK=cpu: a step is preempted once the loop's thread
+    has had a slice of CPU time since the step began, rather than once a
+    slice of wall time has passed.  Wall time is the default: what the
+    other tasks of the loop wait for is wall time, whether the step
+    computes or its thread waits for a CPU; the cpu clock keeps a step that
+    the machine's load descheduled from being preempted for it, at a
+    system call per step (the thread's CPU clock is not in the vDSO)."""
+    text = os.environ.get(SLICE_CLOCK_ENV, "wall").strip().lower()
+    if text not in ("wall", "cpu"):
+        raise ValueError(f"{SLICE_CLOCK_ENV}={text!r}: expected 'wall' or 'cpu'")
+    return text == "cpu"
+
+
 _warned_thread = False
 
 
@@ -202,7 +219,7 @@ def running(loop):
     previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
     signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
     try:
-        _goloop._preempt_attach(loop._time_slice, previous)
+        _goloop._preempt_attach(loop._time_slice, previous, slice_counts_cpu_time())
     except BaseException:
         signal.signal(signal.SIGURG, previous)
         raise

@@ -1,39 +1,27 @@
-"""Task steps on goroutines: recognising them, and the handle that runs one.
+"""Task steps on goroutines: the per-thread pool of workers, and the same
+step routing for a loop class written in Python.
 
-The event loop stays the standard library's; what changes is where a task
-step runs.  Every asyncio Task schedules its steps with call_soon(): the C
-Task with a TaskStepMethWrapper (whose __self__ is the task) or its bound
-task_wakeup, the pure-Python Task with its bound __step / __wakeup methods.
-EventLoop._call_soon recognises those callbacks by their __self__ and turns
-the Handle into a GoroutineHandle (same layout, so just a class change),
-whose _run() hands the handle to a worker goroutine instead of running it on
-the loop's own stack.
+goloop's EventLoop recognises and runs task steps in its native core
+(csrc/loop/loop.c and steps.c): a step runs on a worker goroutine from a
+per-thread pool, so a step costs one resume/park round trip and a stack is
+held by a worker, not by a task — a task suspended at an await holds no
+stack at all.  This module gives the core that pool (a threading.local: a
+goroutine belongs to the thread that started it, and the pool dies with its
+thread).
 
-The workers and their per-thread pool are native (csrc/cpython/steps.c): a
-step costs one resume/park round trip, and a stack is held by a worker, not
-by a task — a task suspended at an await holds no stack at all.  This module
-gives steps.c the two things it takes from Python: Handle._run, which a
-worker calls, and the per-thread pool (a threading.local; a goroutine
-belongs to the thread that started it, and the pool dies with its thread).
-
-A step preempted for running past its time slice (_preempt.py) leaves its
-worker in the loop's queue of preempted steps (run_step() appends it).  As
-in Go, where a preempted goroutine goes to the global
-run queue and newly ready ones run first, work that became ready meanwhile
-(I/O callbacks, timers, other tasks' steps) runs before a preempted step
-resumes — for at most one time slice, so that hogs still progress — and
-preempted steps resume one per loop iteration, round robin.  That keeps a
-light request's latency under one slice while several tasks compute.
-
-Signals.  A Python signal handler runs wherever the main thread is when the
-signal lands; on stock asyncio, during a long step, that is the step, and a
-Ctrl-C's KeyboardInterrupt ends the computation.  With steps preempted it
-may land in the loop's own code instead; a KeyboardInterrupt or SystemExit
-raised there goes into the oldest preempted step, where it stopped, so that
-it ends a computation as on stock asyncio — left parked, that step would
-run on to its next await when the program shuts down (asyncio.Runner
-cancels the remaining tasks and runs the loop until they finish), for as
-long as the computation takes.
+GoroutineSteps does for a Python loop class (any BaseEventLoop subclass)
+what the core does for EventLoop: the conformance runner mixes it into
+CPython's virtual-clock test loop, whose clock the core's would replace.
+Every asyncio Task schedules its steps with call_soon(): the C Task with a
+TaskStepMethWrapper (whose __self__ is the task) or its bound task_wakeup,
+the pure-Python Task with its bound __step / __wakeup methods.  The mixin's
+_call_soon recognises those callbacks by their __self__ and turns the Handle
+into a GoroutineHandle (same layout, so just a class change), whose _run()
+hands the handle to a worker; preempted steps wait in the loop's deque and
+resume one per iteration, after work that became ready meanwhile (for at
+most one slice) — the policy loop.c documents; a KeyboardInterrupt or
+SystemExit raised in the loop's own code while steps are preempted goes into
+the oldest preempted step, as there.
 """
 import asyncio
 import collections
@@ -57,7 +45,7 @@ class _Pool(threading.local):
         self.idle = []   # parked worker goroutines of this thread
 
 
-_goloop._setup_steps(events.Handle._run, _Pool())
+_goloop._setup_steps(_Pool())
 run_on_goroutine = _goloop.run_step
 resume_step = _goloop.resume_step
 raised_by_a_step = _goloop.raised_by_a_step

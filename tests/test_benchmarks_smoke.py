@@ -5,14 +5,15 @@ all: the tables, the notes and the JSON lines are there (the figures are not
 checked)."""
 
 WORKLOADS = ("call_soon 1M", "goroutine switch round trip", "fairness: light p99 under heavy load",
-             "100k suspended tasks")
+             "100k suspended tasks", "timers 100k call_later, half cancelled",
+             "sleep(0) step, 1,000 idle sockets")
 
 
 def test_runner_quick_run(run_benchmarks, tmp_path):
     results = tmp_path / "run.jsonl"
     r, rows = run_benchmarks(results, "--quick", "--scale", "0.05", "--loops", "asyncio,goloop",
                              "-k", "call_soon", "-k", "switch", "-k", "fairness", "-k", "suspended",
-                             timeout=60)
+                             "-k", "timers", "-k", "idle sockets", timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     for group in ("scheduling", "preemption", "memory"):
         assert f"\n## {group}\n" in r.stdout

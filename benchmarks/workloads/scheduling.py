@@ -5,8 +5,22 @@ machinery -- the part goloop's native core is meant to make fast:
 
 call_soon 1M            1,000,000 loop.call_soon() of a callback that does
                         nothing, from the first call to the last callback run.
+timers half cancelled   100,000 loop.call_later() of a callback that counts,
+                        with distinct delays spread over 1 ms ((i % 1000) µs,
+                        so that the timer machinery, not the sleeping, takes
+                        the time), every second handle cancelled once all are
+                        scheduled (all in one plain callback, which goloop
+                        does not preempt): from the first call_later() to the
+                        50,000th callback run.  Fails unless exactly 50,000 ran.
 await sleep(0) step     a task awaiting asyncio.sleep(0) 200,000 times: one
                         task step and one loop iteration each (µs per step).
+sleep(0), idle sockets  the same with 1,000 sockets (500 socketpairs) each
+                        registered with loop.add_reader() and never readable,
+                        as a server's idle connections are: a loop that polls
+                        for I/O on every iteration pays a syscall per step
+                        while work is ready (with epoll, one whatever the
+                        number of idle fds); one that skips those polls while
+                        work is ready does not.
 gather 100k tasks       asyncio.gather() of 100,000 coroutines that return at
                         once: creating, stepping and collecting tasks.
 Queue ping-pong         two tasks pass a token through two asyncio.Queues,
@@ -20,6 +34,8 @@ goroutine switch        loop-independent, so measured once, under "goloop":
                         minimum is the least noisy estimate of a fixed cost.
 """
 import asyncio
+import resource
+import socket
 import time
 
 from benchmarks import loops
@@ -52,6 +68,81 @@ async def sleep0_steps(n):
     for _ in range(n):
         await asyncio.sleep(0)
     return (time.perf_counter() - t0) / n * 1e6
+
+
+TIMER_SPREAD = 1000         # distinct delays, a µs apart: all within 1 ms
+
+
+async def call_later_half_cancelled(n):
+    """Scheduled and cancelled in one plain callback, not in this task's
+    step: goloop preempts a step that runs past its time slice (10 ms), and
+    the loop would then run timers already due before their cancel() --
+    more callbacks, not the same work (goloop leaves plain callbacks alone)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    expected = n - n // 2       # the handles at even indices stay
+    ran, t0 = 0, None
+
+    def tick():
+        nonlocal ran
+        ran += 1
+        if ran == expected:
+            done.set_result(time.perf_counter())
+
+    def schedule_then_cancel_half():
+        nonlocal t0
+        t0 = time.perf_counter()
+        handles = [loop.call_later((i % TIMER_SPREAD) * 1e-6, tick) for i in range(n)]
+        for handle in handles[1::2]:
+            handle.cancel()
+
+    loop.call_soon(schedule_then_cancel_half)
+    seconds = await done - t0
+    await asyncio.sleep(10 * TIMER_SPREAD * 1e-6)    # well past every deadline: a cancelled
+    if ran != expected:                              # callback run late would show now
+        raise RuntimeError(f"{ran} callbacks ran of {n} scheduled with every second one "
+                           f"cancelled; {expected} should have")
+    return seconds
+
+
+IDLE_SOCKET_PAIRS = 500     # 1,000 sockets
+FD_HEADROOM = 64            # the interpreter's own files, the loop's epoll and self-pipe
+
+
+def make_room_for_fds(count):
+    """Raise the soft limit on open files (to the hard one) if `count` more
+    might not fit under it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = count + FD_HEADROOM
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise RuntimeError(f"{count} sockets need a limit of {want} open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else hard, hard))
+
+
+async def sleep0_steps_idle_sockets(n):
+    """sleep0_steps(n) with IDLE_SOCKET_PAIRS socketpairs' sockets each
+    watched by loop.add_reader(); no data is ever sent on them."""
+    loop = asyncio.get_running_loop()
+    make_room_for_fds(2 * IDLE_SOCKET_PAIRS)
+    socks, watched, readable = [], [], []
+    try:
+        for _ in range(IDLE_SOCKET_PAIRS):
+            socks += socket.socketpair()
+        for sock in socks:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), readable.append, sock.fileno())
+            watched.append(sock.fileno())
+        us_per_step = await sleep0_steps(n)
+        if readable:
+            raise RuntimeError(f"idle sockets reported readable: fds {sorted(set(readable))[:10]}")
+        return us_per_step
+    finally:
+        for fd in watched:
+            loop.remove_reader(fd)
+        for sock in socks:
+            sock.close()
 
 
 async def gather_trivial(n):
@@ -164,7 +255,12 @@ def goroutine_switch(loop_name, quick):
 WORKLOADS = [
     Workload("call_soon 1M", "scheduling", on_loop(call_soon_burst, "seconds", 1_000_000, 250_000),
              (SECONDS,)),
+    Workload("timers 100k call_later, half cancelled", "scheduling",
+             on_loop(call_later_half_cancelled, "seconds", 100_000, 10_000), (SECONDS,)),
     Workload("await sleep(0) step", "scheduling", on_loop(sleep0_steps, "us_per_step", 200_000, 50_000),
+             (Metric("us_per_step", "µs"),)),
+    Workload("sleep(0) step, 1,000 idle sockets", "scheduling",
+             on_loop(sleep0_steps_idle_sockets, "us_per_step", 200_000, 50_000),
              (Metric("us_per_step", "µs"),)),
     Workload("gather 100k tasks", "scheduling", on_loop(gather_trivial, "seconds", 100_000, 25_000),
              (SECONDS,)),

@@ -5,7 +5,6 @@
  *   module.c     module definition, state, module-level functions
  *   goroutine.c  the Goroutine type: run a Python callable on a goroutine,
  *                resume/park/throw, unwinding when collected, the registry
- *   steps.c      the event loop's task steps run on pooled worker goroutines
  *   preempt.c    preemption of a step that ran past its time slice
  *   locks.c      counting the threading locks a step holds (never parked
  *                while it holds one)
@@ -13,7 +12,8 @@
  *   pystate.[ch] the per-stack interpreter state saved on each switch
  *   pyinternal.c the one value read from CPython's internal structures
  *
- * The glue knows CPython and the runtime; it knows nothing of asyncio.
+ * The glue knows CPython and the runtime; the event loop's core, which
+ * knows asyncio, sits above it in csrc/loop (core.h).
  */
 #ifndef GOLOOP_GLUE_H
 #define GOLOOP_GLUE_H
@@ -42,6 +42,8 @@ typedef struct GoroutineObject GoroutineObject;
 
 typedef struct {
     PyTypeObject *goroutine_type;
+    PyTypeObject *loop_core_type;    /* LoopCore (csrc/loop/loop.c) */
+    PyTypeObject *poller_type;       /* Poller (csrc/loop/poller.c) */
     PyObject *goroutine_error;       /* GoroutineError(RuntimeError) */
     PyObject *goroutine_exit;        /* GoroutineExit(BaseException) */
     PyObject *unkillable;            /* list: parked goroutines that could
@@ -53,7 +55,6 @@ typedef struct {
     PyObject *step_ready;            /* sentinels a step worker parks with */
     PyObject *step_done;
     PyObject *step_worker;           /* the worker function (builtin) */
-    PyObject *handle_run;            /* asyncio.events.Handle._run */
     PyObject *step_pool;             /* threading.local with .idle: list */
     PyObject *step_preempted;        /* what a preempted worker parks with */
     uintptr_t step_raised;           /* address of the last exception a step
@@ -77,6 +78,8 @@ typedef struct {
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
     gl_chunk_cache chunks;
+    struct gl_core *core;            /* the loop core's view of asyncio
+                                        (csrc/loop/core.h), once set up */
 } gl_module_state;
 
 struct GoroutineObject {
@@ -107,6 +110,8 @@ struct GoroutineObject {
                                         park() it: steps suspend by await */
     PyObject *step_handle;           /* step worker: the Handle of the step
                                         in flight (running or preempted) */
+    int64_t step_ran_ns;             /* step worker: time its step in flight
+                                        has run, over all its stretches */
     Py_ssize_t locks_held;           /* threading locks taken and not yet
                                         released in this step (locks.c) */
     int preempt_deferred;            /* a preemption was declined for
@@ -134,7 +139,7 @@ PyObject *gl_goroutine_throw(GoroutineObject *self, PyObject *exc);
 GoroutineObject *gl_goroutine_create(gl_module_state *st, PyObject *func,
                                      const char *name, size_t stack_size);
 
-/* steps.c: module functions and state; the task whose step `handle` runs
+/* csrc/loop/steps.c: module functions and state; the task whose step `handle` runs
  * (its callback's __self__; new reference, or NULL with an exception). */
 PyObject *gl_step_task(PyObject *handle);
 extern PyMethodDef gl_steps_methods[];
@@ -154,7 +159,12 @@ int64_t gl_preempt_step_begin(gl_module_state *st);
 /* Ask again, at the next bytecode boundary, for the preemption of the
  * running step that was declined (locks.c: its last lock released). */
 void gl_preempt_request_again(gl_module_state *st);
-void gl_preempt_step_end(gl_module_state *st, int64_t began);
+/* ... and returns how long the stretch ran (ns). */
+int64_t gl_preempt_step_end(gl_module_state *st, int64_t began);
+/* The loop on the preempting thread blocks waiting for I/O / is back:
+ * sysmon sleeps meanwhile. */
+void gl_preempt_poll_enter(gl_module_state *st);
+void gl_preempt_poll_exit(gl_module_state *st);
 
 /* locks.c: module functions and state. */
 extern PyMethodDef gl_locks_methods[];

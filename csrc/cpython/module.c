@@ -13,6 +13,7 @@
  * still builds, and importing it raises ImportError saying what is supported.
  */
 #include "glue.h"
+#include "core.h"   /* the loop core (csrc/loop): its type and setup */
 
 #define SUPPORTED_TEXT \
     "goloop supports CPython 3.11 to 3.15 (not free-threaded builds) on Linux " \
@@ -233,7 +234,16 @@ module_exec(PyObject *module)
             || PyModule_AddFunctions(module, gl_preempt_methods) < 0
             || gl_preempt_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_locks_methods) < 0
-            || gl_locks_init(module, st) < 0)
+            || gl_locks_init(module, st) < 0
+            || PyModule_AddFunctions(module, gl_core_methods) < 0)
+        return -1;
+    st->loop_core_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &gl_loop_core_spec, NULL);
+    if (st->loop_core_type == NULL
+            || PyModule_AddType(module, st->loop_core_type) < 0)
+        return -1;
+    st->poller_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &gl_poller_spec, NULL);
+    if (st->poller_type == NULL || PyModule_AddType(module, st->poller_type) < 0)
         return -1;
     st->str_qualname = PyUnicode_InternFromString("__qualname__");
     if (st->str_qualname == NULL)
@@ -257,7 +267,10 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->goroutine_error);
     Py_VISIT(st->goroutine_exit);
     Py_VISIT(st->unkillable);
-    if (gl_preempt_traverse(st, visit, arg) < 0
+    Py_VISIT(st->loop_core_type);
+    Py_VISIT(st->poller_type);
+    if (gl_core_traverse(st, visit, arg) < 0
+            || gl_preempt_traverse(st, visit, arg) < 0
             || gl_locks_traverse(st, visit, arg) < 0)
         return -1;
     return gl_steps_traverse(st, visit, arg);
@@ -272,6 +285,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->goroutine_exit);
     Py_CLEAR(st->unkillable);
     Py_CLEAR(st->str_qualname);
+    Py_CLEAR(st->loop_core_type);
+    Py_CLEAR(st->poller_type);
+    gl_core_free(st);
     gl_steps_clear(st);
     gl_preempt_clear(st);
     gl_locks_clear(st);
@@ -304,6 +320,12 @@ static struct PyModuleDef goloop_module = {
     .m_clear = module_clear,
     .m_free = module_free,
 };
+
+PyModuleDef *
+gl_module_def(void)
+{
+    return &goloop_module;
+}
 
 PyMODINIT_FUNC
 PyInit__goloop(void)

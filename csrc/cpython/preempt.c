@@ -34,8 +34,9 @@
  *
  * What may be preempted: only a step worker's own code (not g0 — the loop's
  * stack, where plain callbacks run — and not a Goroutine the step resumed);
- * only while every frame above the ones the step started from (base_codes:
- * asyncio's Handle._run, the pure-Python Task's __step) is the task's own
+ * only while every frame of the step — down to the worker's first, or to
+ * one of base_codes (asyncio's Handle._run, for a Python loop class that
+ * runs steps through it; the pure-Python Task's __step) — is the task's own
  * code — an asyncio or goloop frame there (base_only) means asyncio is
  * mid-operation; not while any of those frames belongs to a module in
  * never_preempt (the import system, which holds a module's lock while its
@@ -78,7 +79,7 @@ gl_preempt_step_begin(gl_module_state *st)
     return now;
 }
 
-void
+int64_t
 gl_preempt_step_end(gl_module_state *st, int64_t began)
 {
     if (on_preempting_thread(st))
@@ -87,6 +88,7 @@ gl_preempt_step_end(gl_module_state *st, int64_t began)
     st->steps++;
     if (ran > st->longest_step_ns)
         st->longest_step_ns = ran;
+    return ran;
 }
 
 /* ---- sysmon's side ----------------------------------------------------- */
@@ -192,7 +194,7 @@ preemptible(gl_module_state *st, PyObject *frame)
         return 0;
     int ok = 0;
     Py_INCREF(frame);
-    while (frame != NULL) {
+    for (;;) {
         if (is_step_base(st, frame)) {
             ok = 1;
             break;
@@ -202,6 +204,12 @@ preemptible(gl_module_state *st, PyObject *frame)
         PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)frame);
         Py_DECREF(frame);
         frame = back;
+        if (frame == NULL) {
+            /* The worker's first frame: the loop core started the step
+             * from C (csrc/loop/steps.c), with no frame of its own. */
+            ok = 1;
+            break;
+        }
     }
     Py_XDECREF(frame);
     return ok && !in_child_greenlet(st);
@@ -290,7 +298,8 @@ mod_preempt_attach(PyObject *module, PyObject *args)
     gl_module_state *st = PyModule_GetState(module);
     double slice;
     PyObject *previous;
-    if (!PyArg_ParseTuple(args, "dO:_preempt_attach", &slice, &previous))
+    int cpu = 0;
+    if (!PyArg_ParseTuple(args, "dO|p:_preempt_attach", &slice, &previous, &cpu))
         return NULL;
     if (!(slice > 0 && slice < 3600)) {
         PyErr_Format(PyExc_ValueError, "time slice out of range: %R", PyTuple_GET_ITEM(args, 0));
@@ -301,6 +310,10 @@ mod_preempt_attach(PyObject *module, PyObject *args)
         return NULL;
     }
     gl_p_init(&st->p, (int64_t)(slice * 1e9), 0, request_preemption, st);
+    if (cpu && gl_p_use_cpu_time(&st->p) != GL_OK) {
+        PyErr_SetString(PyExc_OSError, "this thread's CPU clock cannot be read");
+        return NULL;
+    }
     st->p_owner = pthread_self();
     atomic_store(&st->p_request, 0);
     Py_XSETREF(st->urg_previous, Py_NewRef(previous));
@@ -330,13 +343,25 @@ mod_preempt_detach(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+void
+gl_preempt_poll_enter(gl_module_state *st)
+{
+    if (on_preempting_thread(st))
+        gl_p_poll_enter(&st->p);
+}
+
+void
+gl_preempt_poll_exit(gl_module_state *st)
+{
+    if (on_preempting_thread(st))
+        gl_p_poll_exit(&st->p);
+}
+
 static PyObject *
 mod_poll_enter(PyObject *module, PyObject *unused)
 {
     (void)unused;
-    gl_module_state *st = PyModule_GetState(module);
-    if (on_preempting_thread(st))
-        gl_p_poll_enter(&st->p);
+    gl_preempt_poll_enter(PyModule_GetState(module));
     Py_RETURN_NONE;
 }
 
@@ -344,9 +369,7 @@ static PyObject *
 mod_poll_exit(PyObject *module, PyObject *unused)
 {
     (void)unused;
-    gl_module_state *st = PyModule_GetState(module);
-    if (on_preempting_thread(st))
-        gl_p_poll_exit(&st->p);
+    gl_preempt_poll_exit(PyModule_GetState(module));
     Py_RETURN_NONE;
 }
 
@@ -402,7 +425,8 @@ PyMethodDef gl_preempt_methods[] = {
      "_on_sigurg(signum, frame, /)\n--\n\nThe SIGURG handler while a loop "
      "preempts: parks the running step if sysmon asked and it may be."},
     {"_preempt_attach", mod_preempt_attach, METH_VARARGS,
-     "_preempt_attach(time_slice, previous_handler, /)\n--\n\nLet sysmon "
+     "_preempt_attach(time_slice, previous_handler, cpu_time=False, /)\n--\n\n"
+     "(cpu_time: the slice counts this thread's CPU time, not wall time.)  Let sysmon "
      "watch this (the main) thread's steps."},
     {"_preempt_detach", mod_preempt_detach, METH_NOARGS,
      "_preempt_detach()\n--\n\n"},

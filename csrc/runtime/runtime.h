@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include "gobuf.h"
 
 #ifdef __cplusplus
@@ -147,9 +148,14 @@ void gl_overflow_arm_thread(void);
 typedef struct gl_p {
     _Atomic uint64_t tick;         /* steps begun + ended: odd while one runs */
     _Atomic int64_t since;         /* gl_nanotime() when the running step began */
+    _Atomic int64_t since_cpu;     /* cpu_clock mode: the owner thread's CPU
+                                      time when it began */
     _Atomic int polling;           /* the owner blocks waiting for I/O */
     _Atomic uint64_t polls;        /* gl_p_poll_enter calls */
     int64_t slice_ns;              /* set before gl_sysmon_attach */
+    int cpu_slice;                 /* the slice counts the owner thread's CPU
+                                      time (cpu_clock), not wall time */
+    clockid_t cpu_clock;           /* the owner's CPU clock, for sysmon */
     int64_t retry_ns;
     void (*preempt)(struct gl_p *p, uint64_t tick);
     void *ctx;                     /* the owner's, for preempt */
@@ -171,6 +177,11 @@ typedef struct gl_sysmon_stats {
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t gl_nanotime(void);
+/* The calling thread's CPU time in nanoseconds. */
+int64_t gl_thread_cputime(void);
+/* Make p's slice count its owner's CPU time instead of wall time (call on
+ * the owner's thread, before gl_sysmon_attach): GL_OK or GL_EINVAL. */
+int gl_p_use_cpu_time(gl_p *p);
 /* Fill in p for gl_sysmon_attach: slice and first retry in ns (retry 0:
  * 50 µs), and the preempt callback. */
 void gl_p_init(gl_p *p, int64_t slice_ns, int64_t retry_ns,
@@ -189,6 +200,8 @@ static inline void gl_p_step_begin(gl_p *p, int64_t now)
     /* One writer: a load and a store, not a locked read-modify-write. */
     uint64_t t = atomic_load_explicit(&p->tick, memory_order_relaxed);
     atomic_store_explicit(&p->since, now, memory_order_relaxed);
+    if (p->cpu_slice)   /* a system call: only in that mode */
+        atomic_store_explicit(&p->since_cpu, gl_thread_cputime(), memory_order_relaxed);
     atomic_store_explicit(&p->tick, t + 1, memory_order_release);
 }
 static inline void gl_p_step_end(gl_p *p)

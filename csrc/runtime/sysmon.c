@@ -64,6 +64,36 @@ int64_t gl_nanotime(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+int64_t gl_thread_cputime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int gl_p_use_cpu_time(gl_p *p)
+{
+    if (pthread_getcpuclockid(pthread_self(), &p->cpu_clock) != 0)
+        return GL_EINVAL;
+    p->cpu_slice = 1;
+    return GL_OK;
+}
+
+/* When p's running step, begun at wall time `since`, has used its slice:
+ * in wall time, or — cpu_slice — once its thread has had the slice's CPU
+ * time since the step began (never sooner than that in wall time). */
+static int64_t step_due(gl_p *p, int64_t since, int64_t now)
+{
+    if (!p->cpu_slice)
+        return since + p->slice_ns;
+    struct timespec ts;
+    if (clock_gettime(p->cpu_clock, &ts) != 0)
+        return since + p->slice_ns;
+    int64_t used = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec
+                   - atomic_load_explicit(&p->since_cpu, memory_order_relaxed);
+    return used >= p->slice_ns ? now : now + (p->slice_ns - used);
+}
+
 void gl_p_init(gl_p *p, int64_t slice_ns, int64_t retry_ns,
                void (*preempt)(gl_p *p, uint64_t tick), void *ctx)
 {
@@ -83,8 +113,7 @@ static int64_t look_at_step(gl_p *p, int64_t now)
     uint64_t tick = atomic_load_explicit(&p->tick, memory_order_acquire);
     if ((tick & 1) == 0)
         return now + p->slice_ns;   /* between steps: none can be due sooner */
-    int64_t due = atomic_load_explicit(&p->since, memory_order_relaxed)
-                  + p->slice_ns;
+    int64_t due = step_due(p, atomic_load_explicit(&p->since, memory_order_relaxed), now);
     if (p->requested_tick == tick && p->retry_at > due)
         due = p->retry_at;
     if (now < due)

@@ -440,6 +440,35 @@ def test_loop_off_the_main_thread_warns_once_and_runs_cooperatively():
     assert "main thread" in str(out["warnings"][0].message)
 
 
+@pytest.mark.parametrize("kind", ["goloop", "asyncio"])
+def test_debug_mode_reports_a_slow_step_with_its_whole_time_even_when_preempted(kind, caplog):
+    """asyncio's debug mode warns of a callback or task step that ran
+    slow_callback_duration or more.  A 0.3 s step preempted into 10 ms
+    slices is one step of 0.3 s, reported once, when it finishes — as
+    stock asyncio, which never preempts, reports it."""
+    async def hog():
+        burn(0.3)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.slow_callback_duration = 0.2
+        await asyncio.gather(hog(), asyncio.sleep(0.01))
+
+    before = goloop.stats()["preemptions"]
+    with caplog.at_level("WARNING", logger="asyncio"):
+        if kind == "goloop":
+            goloop.run(main(), debug=True)
+        else:
+            asyncio.run(main(), debug=True)
+    slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executing")]
+    if kind == "goloop":
+        assert goloop.stats()["preemptions"] - before >= 5
+    assert len(slow) == 1, slow
+    assert ".hog() done" in slow[0], slow
+    took = float(slow[0].rsplit(" took ", 1)[1].split()[0])
+    assert 0.25 <= took < 3, slow
+
+
 def test_sysmon_sleeps_while_the_loop_is_idle():
     """Idle for 1 s: a sysmon that kept its 10 ms rhythm would wake ~100
     times; one that sleeps until the loop's poll ends wakes a few times around

@@ -46,8 +46,8 @@ ap.add_argument("--tasks", type=int, default=300)
 ap.add_argument("--seed", type=int, default=None)
 ap.add_argument("--deadline", type=float, default=60.0)
 ap.add_argument("--unsafe", action="store_true",
-                help="the control: resume preempted steps as goloop once did, losing the "
-                     "queue when a resumed step raises")
+                help="the control: a loop that loses its preempted steps when an "
+                     "exception comes out of one, as goloop once did")
 ARGS = ap.parse_args()
 SEED = ARGS.seed if ARGS.seed is not None else random.randrange(1 << 30)
 SLICE = ARGS.time_slice
@@ -91,7 +91,7 @@ class Watchdog:
               f"preempted={len(loop._preempted or ())}", file=out)
         for handle in list(loop._ready):
             print("  ready:", handle, file=out)
-        for worker in list(loop._preempted or ()):
+        for worker in list(loop._preempted or ()) + getattr(loop, "lost_preempted", []):
             print("  preempted worker:", worker, worker.frame, file=out)
         for task in list(asyncio.all_tasks(loop)):
             print(f"--- {task!r}", file=out)
@@ -291,17 +291,30 @@ def run_cycle(cycle, rng, watchdog, counts):
     return done
 
 
-def resume_preempted_without_finally(self):
-    """goloop's _resume_preempted as it was before the fix, for the control:
-    when the resumed step raises, the loop still believes a resumer is
-    queued, and the remaining preempted steps are never resumed."""
-    goloop._steps.resume_step(self._preempted)
-    self._resumer_queued = False
+def losing_preempted_steps(loop):
+    """The control: loop, made to lose the steps still preempted when an
+    exception comes out of the loop's iteration (kept alive in
+    loop.lost_preempted, never resumed) -- what goloop once did when a
+    resumed step raised, and what the guarantee tested here excludes."""
+    run_once = loop._run_once
+    loop.lost_preempted = []
+
+    def run_once_losing():
+        try:
+            run_once()
+        except BaseException:
+            loop.lost_preempted.extend(loop._preempted)
+            loop._preempted.clear()
+            raise
+
+    loop._run_once = run_once_losing
+    return loop
 
 
 def main():
     if ARGS.unsafe:
-        goloop._steps.GoroutineSteps._resume_preempted = resume_preempted_without_finally
+        new_loop = goloop.new_event_loop
+        goloop.new_event_loop = lambda **options: losing_preempted_steps(new_loop(**options))
     faulthandler.enable()
     watchdog = Watchdog()
     rng = random.Random(SEED)

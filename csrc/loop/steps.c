@@ -1,30 +1,32 @@
 /*
  * steps.c — asyncio task steps run on pooled worker goroutines.
  *
- * The event loop (goloop/loop.py) marks the Handle of each task step as a
- * GoroutineHandle, whose _run calls run_step(handle) here.  A step runs on a
- * worker: a goroutine looping on
+ * The loop core (loop.c) recognises a task step when it is scheduled and,
+ * when its turn comes, calls gl_step_run(handle, queue) here.  A step runs
+ * on a worker: a goroutine looping on
  *
  *     handle = park(READY)
- *     while True: Handle._run(handle); handle = park(DONE)
+ *     while True: run handle (handles.c); handle = park(DONE)
  *
  * so a step costs one resume/park round trip and no Python frame of
- * goloop's own.  Idle workers sit in a per-thread pool (a threading.local
- * made by goloop/_steps.py, attribute `idle`, a list): a goroutine belongs
- * to the thread that started it, and the pool dies with its thread.
+ * goloop's own: the first frame on the worker is the task's coroutine (or
+ * the pure-Python Task's __step).  Idle workers sit in a per-thread pool (a
+ * threading.local made by goloop/_steps.py, attribute `idle`, a list): a
+ * goroutine belongs to the thread that started it, and the pool dies with
+ * its thread.  (The module functions run_step/resume_step do the same for
+ * a Python loop class: goloop._steps.GoroutineSteps.)
  *
- * Preemption (preempt.c) parks a worker in the middle of its step with
- * PREEMPTED instead of DONE.  run_step() then appends the worker to the
- * loop's queue of preempted steps (a deque the loop passes in,
- * goloop/_steps.py); its turn calls resume_step(queue), which takes the
- * oldest, continues its step where it stopped and, if it is preempted
- * again, appends it again.  The queue is changed here, in C, so that no
- * Python signal handler (a Ctrl-C's KeyboardInterrupt) can run between a
- * worker leaving the queue and coming back to it: a worker lost there would
- * never be resumed.  resume_step(queue, exc) throws exc into the step
- * instead, where it stopped (preempt.c).  The worker keeps the step's
- * Handle (step_handle) until the step is done, and only then goes back to
- * the pool.
+ * Preemption (csrc/cpython/preempt.c) parks a worker in the middle of its
+ * step with PREEMPTED instead of DONE.  gl_step_run() then appends the
+ * worker to the loop's queue of preempted steps (a deque the loop owns);
+ * its turn calls gl_step_resume(queue), which takes the oldest, continues
+ * its step where it stopped and, if it is preempted again, appends it
+ * again.  The queue is changed here, in C, so that no Python signal handler
+ * (a Ctrl-C's KeyboardInterrupt) can run between a worker leaving the queue
+ * and coming back to it: a worker lost there would never be resumed.
+ * gl_step_resume(queue, exc) throws exc into the step instead, where it
+ * stopped (preempt.c).  The worker keeps the step's Handle (step_handle)
+ * until the step is done, and only then goes back to the pool.
  * Every stretch a step runs — from a resume to the next park — is one
  * "step" for sysmon and for stats(): gl_preempt_step_begin/end bracket it.
  *
@@ -38,11 +40,12 @@
  * greenlet: a task whose steps leave greenlets alive keeps its worker for
  * its next step instead of returning it to the pool (greenlets.c).
  *
- * Exceptions: Handle._run reports an Exception to the loop's exception
- * handler itself; a BaseException (KeyboardInterrupt, SystemExit) ends the
- * worker and comes out of _run into the loop, as on stock asyncio.
+ * Exceptions: running the handle reports an Exception to the loop's
+ * exception handler (handles.c, as Handle._run does); a BaseException
+ * (KeyboardInterrupt, SystemExit) ends the worker and comes out into the
+ * loop, as on stock asyncio.
  */
-#include "glue.h"
+#include "core.h"
 
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
@@ -57,11 +60,10 @@ step_worker(PyObject *module, PyObject *unused)
     GoroutineObject *self = gl_goroutine_current();
     PyObject *handle = gl_goroutine_park(st, st->step_ready);
     while (handle != NULL) {
-        PyObject *r = PyObject_CallOneArg(st->handle_run, handle);
+        int ok = gl_handle_run(st->core, handle, 1);
         Py_DECREF(handle);
-        if (r == NULL)
+        if (ok < 0)
             return NULL;
-        Py_DECREF(r);
         /* A step preempted and then collected was unwound by GoroutineExit,
          * which the Task caught as its exception: end here, not park. */
         if (self->unwinding)
@@ -137,11 +139,16 @@ worker_take(gl_module_state *st, PyObject *idle)
  * or NULL with the exception the step raised. */
 static PyObject *
 run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
-            PyObject *exc, PyObject *idle, PyObject *queue)
+            PyObject *exc, PyObject *idle, PyObject *queue, gl_step_end *end)
 {
     int64_t began = gl_preempt_step_begin(st);
     PyObject *r = exc ? gl_goroutine_throw(w, exc) : gl_goroutine_resume(w, value);
-    gl_preempt_step_end(st, began);
+    w->step_ran_ns += gl_preempt_step_end(st, began);
+    if (end != NULL) {
+        end->finished = r != st->step_preempted;
+        end->ran_ns = w->step_ran_ns;
+        end->handle = end->finished ? Py_XNewRef(w->step_handle) : NULL;
+    }
     if (r == st->step_preempted) {
         Py_DECREF(r);
         r = PyObject_CallMethodOneArg(queue, st->str_append, (PyObject *)w);
@@ -181,28 +188,29 @@ gl_step_task(PyObject *handle)
     return task;
 }
 
+/* The state, if steps are set up (an exception if not). */
 static gl_module_state *
-steps_state(PyObject *module)
+steps_ready(gl_module_state *st)
 {
-    gl_module_state *st = PyModule_GetState(module);
-    if (st->step_pool == NULL) {
+    if (st->step_pool == NULL || st->core == NULL) {
         PyErr_SetString(st->goroutine_error,
-                        "task steps are not set up: call _setup_steps() first");
+                        "task steps are not set up: import goloop first");
         return NULL;
     }
     return st;
 }
 
-static PyObject *
-mod_run_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+gl_steps_pool(gl_module_state *st)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "run_step() takes 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *handle = args[0], *queue = args[1];
-    gl_module_state *st = steps_state(module);
-    PyObject *idle = st ? pool_list(st) : NULL;
+    return steps_ready(st) ? pool_list(st) : NULL;
+}
+
+PyObject *
+gl_step_run(gl_module_state *st, PyObject *handle, PyObject *queue, PyObject *pool,
+            gl_step_end *end)
+{
+    PyObject *idle = pool ? Py_NewRef(pool) : gl_steps_pool(st);
     if (idle == NULL)
         return NULL;
     if (gl_greenlets_watch(st) < 0) {
@@ -217,24 +225,18 @@ mod_run_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XSETREF(w->step_handle, Py_NewRef(handle));
         w->locks_held = 0;
         w->preempt_deferred = 0;
-        r = run_stretch(st, w, handle, NULL, idle, queue);
+        w->step_ran_ns = 0;
+        r = run_stretch(st, w, handle, NULL, idle, queue, end);
         Py_DECREF(w);
     }
     Py_DECREF(idle);
     return r;
 }
 
-static PyObject *
-mod_resume_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+gl_step_resume(gl_module_state *st, PyObject *queue, PyObject *exc, gl_step_end *end)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "resume_step() takes 1 or 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *queue = args[0];
-    PyObject *exc = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
-    gl_module_state *st = steps_state(module);
-    if (st == NULL)
+    if (steps_ready(st) == NULL)
         return NULL;
     if (exc != NULL && !PyExceptionInstance_Check(exc)) {
         PyErr_Format(PyExc_TypeError,
@@ -259,30 +261,48 @@ mod_resume_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         r = NULL;
     }
     else
-        r = run_stretch(st, w, Py_None, exc, NULL, queue);
+        r = run_stretch(st, w, Py_None, exc, NULL, queue, end);
     Py_DECREF(arg);
     return r;
+}
+
+int
+gl_step_raised(gl_module_state *st, PyObject *exc)
+{
+    return st->step_raised == (uintptr_t)exc;
+}
+
+static PyObject *
+mod_run_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "run_step() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    return gl_step_run(PyModule_GetState(module), args[0], args[1], NULL, NULL);
+}
+
+static PyObject *
+mod_resume_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "resume_step() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *exc = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
+    return gl_step_resume(PyModule_GetState(module), args[0], exc, NULL);
 }
 
 static PyObject *
 mod_raised_by_a_step(PyObject *module, PyObject *exc)
 {
-    gl_module_state *st = PyModule_GetState(module);
-    return PyBool_FromLong(st->step_raised == (uintptr_t)exc);
+    return PyBool_FromLong(gl_step_raised(PyModule_GetState(module), exc));
 }
 
 static PyObject *
-mod_setup_steps(PyObject *module, PyObject *args)
+mod_setup_steps(PyObject *module, PyObject *pool)
 {
     gl_module_state *st = PyModule_GetState(module);
-    PyObject *handle_run, *pool;
-    if (!PyArg_ParseTuple(args, "OO:_setup_steps", &handle_run, &pool))
-        return NULL;
-    if (!PyCallable_Check(handle_run)) {
-        PyErr_SetString(PyExc_TypeError, "handle_run must be callable");
-        return NULL;
-    }
-    Py_XSETREF(st->handle_run, Py_NewRef(handle_run));
     Py_XSETREF(st->step_pool, Py_NewRef(pool));
     Py_RETURN_NONE;
 }
@@ -304,10 +324,9 @@ PyMethodDef gl_steps_methods[] = {
     {"raised_by_a_step", mod_raised_by_a_step, METH_O,
      "raised_by_a_step(exc, /)\n--\n\nDid exc come out of a task step, "
      "the last time run_step() or resume_step() raised?"},
-    {"_setup_steps", mod_setup_steps, METH_VARARGS,
-     "_setup_steps(handle_run, pool, /)\n--\n\nWhat run_step() calls on "
-     "the worker (asyncio.events.Handle._run) and the per-thread pool (a "
-     "threading.local whose `idle` is a list)."},
+    {"_setup_steps", mod_setup_steps, METH_O,
+     "_setup_steps(pool, /)\n--\n\nThe per-thread pool of step workers "
+     "(a threading.local whose `idle` is a list)."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -358,7 +377,6 @@ gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg)
     Py_VISIT(st->step_done);
     Py_VISIT(st->step_preempted);
     Py_VISIT(st->step_worker);
-    Py_VISIT(st->handle_run);
     Py_VISIT(st->step_pool);
     return 0;
 }
@@ -373,7 +391,6 @@ gl_steps_clear(gl_module_state *st)
     Py_CLEAR(st->step_done);
     Py_CLEAR(st->step_preempted);
     Py_CLEAR(st->step_worker);
-    Py_CLEAR(st->handle_run);
     Py_CLEAR(st->step_pool);
 }
 

@@ -1,0 +1,196 @@
+/*
+ * core.h — goloop's native loop core: what its files share.
+ *
+ * The core is the part of an asyncio event loop that runs on every
+ * callback and every task step — scheduling, timers, the iteration — in C.
+ * It is the C base class LoopCore of goloop.EventLoop, which puts it in
+ * front of the standard library's selector loop:
+ *
+ *     class EventLoop(LoopCore, asyncio.SelectorEventLoop)
+ *
+ * so every method the core defines (call_soon, call_later, call_at, time,
+ * _run_once, ...) replaces the Python one, and everything it does not
+ * (transports, sock_*, subprocesses, signals, DNS, executors) is asyncio's,
+ * running over it unchanged.
+ *
+ *   handles.c  asyncio's own Handle and TimerHandle objects, made and run
+ *              from C: the slots are written by offset, the callback runs
+ *              in its context by vectorcall, an exception goes to the
+ *              loop's exception handler as Handle._run sends it
+ *   ready.c    the ready queue: a ring drained in snapshot batches
+ *   timers.c   the timer heap: 4-ary, (when, sequence) keys, lazy
+ *              cancellation and compaction
+ *   steps.c    task steps on worker goroutines, the preempted-step queue
+ *   loop.c     the LoopCore type: the scheduling methods, _run_once, the
+ *              loop state asyncio's Python code reads and writes
+ *
+ * The handles are asyncio's classes, not look-alikes: code that checks
+ * isinstance(h, asyncio.TimerHandle), reads h.when(), or calls cancel()
+ * sees asyncio's behaviour because it is asyncio's code (cancel() calls
+ * back into the core's _timer_handle_cancelled).
+ *
+ * Layering: the core uses the CPython glue (glue.h: goroutines, preemption
+ * marks) and asyncio's public classes; goloop/ (Python) sits above it.
+ */
+#ifndef GOLOOP_CORE_H
+#define GOLOOP_CORE_H
+
+#include "glue.h"
+
+#if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
+
+/* ---- handles.c --------------------------------------------------------- */
+
+/* What the core knows of asyncio, set once by _setup_loop_core(). */
+struct gl_core {
+    PyTypeObject *handle_type;       /* asyncio.events.Handle */
+    PyTypeObject *timer_type;        /* asyncio.events.TimerHandle */
+    PyTypeObject *threadsafe_type;   /* 3.14+: events._ThreadSafeHandle, what
+                                        call_soon_threadsafe makes; or NULL */
+    PyObject *deque_type;            /* collections.deque */
+    PyTypeObject *selector_key_type; /* selectors.SelectorKey */
+    PyTypeObject *task_type;         /* asyncio.Task (the C one if built) */
+    PyTypeObject *py_task_type;      /* asyncio.tasks._PyTask */
+    PyTypeObject *step_wrapper_type; /* the C Task's TaskStepMethWrapper,
+                                        learnt when first seen */
+    PyObject *report_error;          /* f(handle, exc): Handle._run's report */
+    PyObject *report_slow;           /* f(loop, handle, seconds): debug mode */
+    PyObject *extract_stack;         /* asyncio.format_helpers.extract_stack */
+    /* Byte offsets of the slots of Handle and TimerHandle. */
+    Py_ssize_t off_callback, off_args, off_cancelled, off_loop,
+               off_source_traceback, off_repr, off_context;
+    Py_ssize_t off_scheduled, off_when;
+    PyObject *str_context;           /* interned names */
+    PyObject *str_run, *str_selector, *str_select, *str_process_events,
+             *str_write_to_self, *str_current_handle,
+             *str_slow_callback_duration, *str_check_thread,
+             *str_check_callback, *str_check_closed;
+};
+
+#define GL_SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+int gl_core_setup(gl_module_state *st, PyObject *args);
+void gl_core_free(gl_module_state *st);
+int gl_core_traverse(gl_module_state *st, visitproc visit, void *arg);
+
+/* A new Handle (when is NULL) or TimerHandle of loop: asyncio's __init__,
+ * done in C (or asyncio's own in debug mode, which records the stack).
+ * args: a tuple (borrowed); context: borrowed, or NULL for a copy of the
+ * current one. */
+PyObject *gl_handle_new(struct gl_core *c, PyObject *loop, int debug,
+                        PyObject *callback, PyObject *args,
+                        PyObject *context, PyObject *when);
+/* Debug mode: set handle's _source_traceback to the stack from the Python
+ * frame that called into the core. */
+int gl_handle_record_stack(struct gl_core *c, PyObject *handle);
+/* Is the handle cancelled? (its _cancelled slot; -1 on error) */
+int gl_handle_cancelled(struct gl_core *c, PyObject *handle);
+/* Run the handle's callback in its context, as Handle._run does: 0 when it
+ * returned or its exception went to the loop's exception handler, -1 with
+ * KeyboardInterrupt or SystemExit (or a failure to report) set.  A handle
+ * of a subclass runs its own _run(), unless as_handle: a step worker runs
+ * any Handle's callback itself (a Python loop class's GoroutineHandle._run
+ * is what sent it there). */
+int gl_handle_run(struct gl_core *c, PyObject *handle, int as_handle);
+
+/* ---- ready.c ----------------------------------------------------------- */
+
+/* An entry: a handle and whether it is a task step (runs on a worker). */
+typedef struct {
+    PyObject *handle;
+    int step;
+} gl_ready_entry;
+
+typedef struct {
+    gl_ready_entry *ring;
+    size_t cap;                      /* a power of two, or 0 */
+    size_t head, n;
+} gl_ready;
+
+int gl_ready_push(gl_ready *q, PyObject *handle, int step);   /* steals */
+/* The oldest entry (its reference passes to the caller); q->n > 0. */
+gl_ready_entry gl_ready_pop(gl_ready *q);
+void gl_ready_clear(gl_ready *q);
+void gl_ready_free(gl_ready *q);
+int gl_ready_traverse(gl_ready *q, visitproc visit, void *arg);
+/* A collections.deque-like list of the handles, oldest first. */
+PyObject *gl_ready_list(gl_ready *q);
+
+/* ---- timers.c ---------------------------------------------------------- */
+
+typedef struct {
+    double when;
+    uint64_t seq;                    /* ties run in the order scheduled */
+    PyObject *handle;
+} gl_timer;
+
+typedef struct {
+    gl_timer *heap;                  /* 4-ary min-heap on (when, seq) */
+    size_t n, cap;
+    size_t zombies;                  /* cancelled, still in the heap */
+    uint64_t seq;
+} gl_timers;
+
+int gl_timers_push(gl_timers *t, double when, PyObject *handle);   /* new ref */
+/* Pop the earliest (its reference passes to the caller); t->n > 0. */
+PyObject *gl_timers_pop(gl_timers *t);
+/* Drop cancelled timers: all of them when they are many, else those at
+ * the head; each gets _scheduled = False.  -1 on error. */
+int gl_timers_drop_cancelled(struct gl_core *c, gl_timers *t);
+void gl_timers_clear(gl_timers *t);
+void gl_timers_free(gl_timers *t);
+int gl_timers_traverse(gl_timers *t, visitproc visit, void *arg);
+/* The handles in the order they will run (a valid heapq list). */
+PyObject *gl_timers_list(gl_timers *t);
+
+/* ---- steps.c ----------------------------------------------------------- */
+
+/* How a stretch of a step ended, for debug mode's slow-callback warning:
+ * finished (not preempted), with the time the whole step ran, over all its
+ * stretches, and its handle (a new reference, when finished). */
+typedef struct {
+    int finished;
+    int64_t ran_ns;
+    PyObject *handle;
+} gl_step_end;
+
+/* This thread's pool of idle workers (a list; new reference), or NULL. */
+PyObject *gl_steps_pool(gl_module_state *st);
+/* Run handle's task step on a worker goroutine; if it is preempted, the
+ * worker goes to the end of `queue` (a deque).  None, or NULL.  `pool`:
+ * this thread's (gl_steps_pool), or NULL to look it up.  `end`, if not
+ * NULL, tells how the stretch ended. */
+PyObject *gl_step_run(gl_module_state *st, PyObject *handle, PyObject *queue,
+                      PyObject *pool, gl_step_end *end);
+/* Continue the oldest preempted step in queue (throwing exc into it if not
+ * NULL).  None, or NULL; `end` as for gl_step_run. */
+PyObject *gl_step_resume(gl_module_state *st, PyObject *queue, PyObject *exc,
+                         gl_step_end *end);
+/* Did exc come out of a task step (the last one that raised)? */
+int gl_step_raised(gl_module_state *st, PyObject *exc);
+
+/* ---- poller.c ---------------------------------------------------------- */
+
+typedef struct PollerObject PollerObject;
+extern PyType_Spec gl_poller_spec;
+/* Watch fileobj for event (1 read, 2 write) with handle (the one it
+ * replaces is cancelled).  0, or -1. */
+int gl_poller_add(PollerObject *p, PyObject *fileobj, int event, PyObject *handle);
+/* Stop watching for event: 1 if a handle was removed (and cancelled), 0 if
+ * there was none, -1 on error. */
+int gl_poller_remove(PollerObject *p, PyObject *fileobj, int event);
+int gl_poller_wait(PollerObject *p, int64_t timeout_ns,
+                   int (*ready)(void *ctx, PyObject *handle, int fd, int event), void *ctx);
+/* The file object registered for fd (borrowed), or NULL. */
+PyObject *gl_poller_fileobj(PollerObject *p, int fd);
+Py_ssize_t gl_poller_count(PollerObject *p);
+
+/* ---- loop.c ------------------------------------------------------------ */
+
+extern PyType_Spec gl_loop_core_spec;
+/* The module's definition (module.c), to find its state from a type. */
+PyModuleDef *gl_module_def(void);
+extern PyMethodDef gl_core_methods[];
+
+#endif
+#endif /* GOLOOP_CORE_H */
