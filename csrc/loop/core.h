@@ -41,6 +41,8 @@
 
 /* ---- handles.c --------------------------------------------------------- */
 
+#define GL_HANDLE_FREELIST 256
+
 /* What the core knows of asyncio, set once by _setup_loop_core(). */
 struct gl_core {
     PyTypeObject *handle_type;       /* asyncio.events.Handle */
@@ -60,6 +62,8 @@ struct gl_core {
     Py_ssize_t off_callback, off_args, off_cancelled, off_loop,
                off_source_traceback, off_repr, off_context;
     Py_ssize_t off_scheduled, off_when;
+    PyObject *free_handles[GL_HANDLE_FREELIST];  /* Handles to reuse */
+    int n_free_handles;
     PyObject *str_context;           /* interned names */
     PyObject *str_run, *str_selector, *str_select, *str_process_events,
              *str_write_to_self, *str_current_handle,
@@ -83,6 +87,9 @@ PyObject *gl_handle_new(struct gl_core *c, PyObject *loop, int debug,
 /* Debug mode: set handle's _source_traceback to the stack from the Python
  * frame that called into the core. */
 int gl_handle_record_stack(struct gl_core *c, PyObject *handle);
+/* Release a handle the loop is done with (steals the reference): a plain
+ * Handle nobody else holds goes to the freelist for gl_handle_new. */
+void gl_handle_release(struct gl_core *c, PyObject *handle);
 /* Is the handle cancelled? (its _cancelled slot; -1 on error) */
 int gl_handle_cancelled(struct gl_core *c, PyObject *handle);
 /* Run the handle's callback in its context, as Handle._run does: 0 when it
@@ -99,7 +106,15 @@ int gl_handle_run(struct gl_core *c, PyObject *handle, int as_handle);
 typedef struct {
     PyObject *handle;
     int step;
+    int untracked;                   /* hidden from the collector meanwhile */
 } gl_ready_entry;
+
+/* A handle waiting in the loop's queues is hidden from the garbage
+ * collector (gl_gc_hide; gl_gc_show when it leaves them): see handles.c. */
+int gl_gc_hide(PyObject *handle);
+void gl_gc_show(PyObject *handle, int hidden);
+/* The loop's tp_traverse of a waiting handle (see handles.c). */
+int gl_gc_visit(PyObject *handle, int hidden, visitproc visit, void *arg);
 
 typedef struct {
     gl_ready_entry *ring;
@@ -122,6 +137,7 @@ typedef struct {
     double when;
     uint64_t seq;                    /* ties run in the order scheduled */
     PyObject *handle;
+    int untracked;                   /* gl_gc_hide */
 } gl_timer;
 
 typedef struct {

@@ -188,7 +188,7 @@ debug_checks(CoreObject *self, PyObject *callback, const char *method, int threa
 
 /* The keyword arguments of call_soon & co.: only context=. */
 static int
-parse_context(const char *method, PyObject *const *args, Py_ssize_t nargs,
+parse_context(struct gl_core *c, const char *method, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames, PyObject **context)
 {
     *context = NULL;
@@ -196,8 +196,10 @@ parse_context(const char *method, PyObject *const *args, Py_ssize_t nargs,
         return 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "context") != 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
+        if (key != c->str_context   /* interned, as the C Task passes it */
+                && (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "context") != 0)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%S'",
                          method, key);
             return -1;
         }
@@ -215,15 +217,29 @@ tuple_of(PyObject *const *items, Py_ssize_t n)
     return t;
 }
 
+/* Fewer positional arguments than `need` (names: the first `need`
+ * parameters' names): the TypeError Python raises for asyncio's methods. */
 static int
-missing(const char *method, Py_ssize_t nargs, Py_ssize_t need, const char *names)
+missing(const char *method, Py_ssize_t nargs, Py_ssize_t need, const char *const *names)
 {
     if (nargs >= need)
         return 0;
-    PyErr_Format(PyExc_TypeError, "%s() missing required positional argument%s: %s",
-                 method, need - nargs > 1 ? "s" : "", names);
+    Py_ssize_t n = need - nargs;
+    if (n == 1)
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing 1 required positional argument: '%s'",
+                     method, names[need - 1]);
+    else
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing 2 required positional arguments: '%s' and '%s'",
+                     method, names[need - 2], names[need - 1]);
     return -1;
 }
+
+static const char *const CALLBACK[] = {"callback"};
+static const char *const WHEN_CALLBACK[] = {"when", "callback"};
+static const char *const DELAY_CALLBACK[] = {"delay", "callback"};
+static const char *const FD_CALLBACK[] = {"fd", "callback"};
 
 /* Put a new Handle for callback(*args) in the ready queue. */
 static PyObject *
@@ -245,8 +261,8 @@ static PyObject *
 core_call_soon(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *context;
-    if (parse_context("call_soon", args, nargs, kwnames, &context) < 0
-            || missing("call_soon", nargs, 1, "'callback'") < 0 || check_open(self) < 0)
+    if (parse_context(core_of(self), "BaseEventLoop.call_soon", args, nargs, kwnames, &context) < 0
+            || missing("BaseEventLoop.call_soon", nargs, 1, CALLBACK) < 0 || check_open(self) < 0)
         return NULL;
     if (self->is_debug && debug_checks(self, args[0], "call_soon", 1) < 0)
         return NULL;
@@ -263,7 +279,8 @@ static PyObject *
 core__call_soon(CoreObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "_call_soon() takes 3 arguments (%zd given)", nargs);
+        PyErr_Format(PyExc_TypeError,
+                     "BaseEventLoop._call_soon() takes 3 positional arguments (%zd given)", nargs);
         return NULL;
     }
     PyObject *cbargs = PySequence_Tuple(args[1]);
@@ -280,8 +297,8 @@ core_call_soon_threadsafe(CoreObject *self, PyObject *const *args, Py_ssize_t na
 {
     struct gl_core *c = core_of(self);
     PyObject *context;
-    if (parse_context("call_soon_threadsafe", args, nargs, kwnames, &context) < 0
-            || missing("call_soon_threadsafe", nargs, 1, "'callback'") < 0
+    if (parse_context(core_of(self), "BaseEventLoop.call_soon_threadsafe", args, nargs, kwnames, &context) < 0
+            || missing("BaseEventLoop.call_soon_threadsafe", nargs, 1, CALLBACK) < 0
             || check_open(self) < 0)
         return NULL;
     if (self->is_debug && debug_checks(self, args[0], "call_soon_threadsafe", 0) < 0)
@@ -344,8 +361,8 @@ static PyObject *
 core_call_at(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *context;
-    if (parse_context("call_at", args, nargs, kwnames, &context) < 0
-            || missing("call_at", nargs, 2, "'when' and 'callback'") < 0)
+    if (parse_context(core_of(self), "BaseEventLoop.call_at", args, nargs, kwnames, &context) < 0
+            || missing("BaseEventLoop.call_at", nargs, 2, WHEN_CALLBACK) < 0)
         return NULL;
     if (args[0] == Py_None) {
         PyErr_SetString(PyExc_TypeError, "when cannot be None");
@@ -369,8 +386,8 @@ static PyObject *
 core_call_later(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *context;
-    if (parse_context("call_later", args, nargs, kwnames, &context) < 0
-            || missing("call_later", nargs, 2, "'delay' and 'callback'") < 0)
+    if (parse_context(core_of(self), "BaseEventLoop.call_later", args, nargs, kwnames, &context) < 0
+            || missing("BaseEventLoop.call_later", nargs, 2, DELAY_CALLBACK) < 0)
         return NULL;
     PyObject *delay = args[0];
     if (delay == Py_None) {
@@ -448,18 +465,22 @@ poller_of(CoreObject *self)
     return self->poller;
 }
 
+/* _add_reader(fd, callback, *args) — and, as from 3.15, context=: the
+ * transports pass theirs. */
 static PyObject *
-add_watch(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, int event,
-          const char *method)
+add_watch(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+          int event, const char *method)
 {
-    if (missing(method, nargs, 2, "'fd' and 'callback'") < 0 || check_open(self) < 0)
+    PyObject *context;
+    if (parse_context(core_of(self), method, args, nargs, kwnames, &context) < 0
+            || missing(method, nargs, 2, FD_CALLBACK) < 0 || check_open(self) < 0)
         return NULL;
     PollerObject *p = poller_of(self);
     PyObject *cbargs = p ? tuple_of(args + 2, nargs - 2) : NULL;
     if (cbargs == NULL)
         return NULL;
     PyObject *h = gl_handle_new(core_of(self), (PyObject *)self, self->is_debug, args[1],
-                                cbargs, NULL, NULL);
+                                cbargs, context, NULL);
     Py_DECREF(cbargs);
     if (h != NULL && gl_poller_add(p, args[0], event, h) < 0)
         Py_CLEAR(h);
@@ -477,15 +498,15 @@ remove_watch(CoreObject *self, PyObject *fd, int event)
 }
 
 static PyObject *
-core_add_reader(CoreObject *self, PyObject *const *args, Py_ssize_t nargs)
+core_add_reader(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return add_watch(self, args, nargs, 1, "_add_reader");
+    return add_watch(self, args, nargs, kwnames, 1, "BaseSelectorEventLoop._add_reader");
 }
 
 static PyObject *
-core_add_writer(CoreObject *self, PyObject *const *args, Py_ssize_t nargs)
+core_add_writer(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return add_watch(self, args, nargs, 2, "_add_writer");
+    return add_watch(self, args, nargs, kwnames, 2, "BaseSelectorEventLoop._add_writer");
 }
 
 static PyObject *
@@ -753,7 +774,7 @@ run_once(CoreObject *self)
         int rc = cancelled < 0 ? -1
                  : cancelled ? 0
                  : self->is_debug ? run_entry_debug(self, e) : run_entry(self, e, NULL);
-        Py_DECREF(e.handle);
+        gl_handle_release(c, e.handle);
         if (rc < 0)
             return -1;
     }
@@ -1100,12 +1121,12 @@ static PyMethodDef core_methods[] = {
      "time()\n--\n\nThe loop's clock: time.monotonic()."},
     {"_add_callback", (PyCFunction)core_add_callback, METH_O, NULL},
     {"_timer_handle_cancelled", (PyCFunction)core_timer_handle_cancelled, METH_O, NULL},
-    {"_add_reader", (PyCFunction)(void (*)(void))core_add_reader, METH_FASTCALL,
-     "_add_reader(fd, callback, *args)\n--\n\nCall callback(*args) when fd is "
-     "readable; returns the Handle."},
-    {"_add_writer", (PyCFunction)(void (*)(void))core_add_writer, METH_FASTCALL,
-     "_add_writer(fd, callback, *args)\n--\n\nCall callback(*args) when fd is "
-     "writable; returns the Handle."},
+    {"_add_reader", FASTCALL_KW(core_add_reader),
+     "_add_reader(fd, callback, *args, context=None)\n--\n\nCall callback(*args) "
+     "when fd is readable; returns the Handle."},
+    {"_add_writer", FASTCALL_KW(core_add_writer),
+     "_add_writer(fd, callback, *args, context=None)\n--\n\nCall callback(*args) "
+     "when fd is writable; returns the Handle."},
     {"_remove_reader", (PyCFunction)core_remove_reader, METH_O,
      "_remove_reader(fd)\n--\n\nStop watching fd for reading: was a reader removed?"},
     {"_remove_writer", (PyCFunction)core_remove_writer, METH_O,

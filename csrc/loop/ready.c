@@ -46,6 +46,7 @@ gl_ready_push(gl_ready *q, PyObject *handle, int step)
     gl_ready_entry *e = &q->ring[(q->head + q->n) & (q->cap - 1)];
     e->handle = handle;
     e->step = step;
+    e->untracked = gl_gc_hide(handle);
     q->n++;
     return 0;
 }
@@ -57,6 +58,7 @@ gl_ready_pop(gl_ready *q)
     gl_ready_entry e = q->ring[q->head];
     q->head = (q->head + 1) & (q->cap - 1);
     q->n--;
+    gl_gc_show(e.handle, e.untracked);
     return e;
 }
 
@@ -83,8 +85,12 @@ gl_ready_free(gl_ready *q)
 int
 gl_ready_traverse(gl_ready *q, visitproc visit, void *arg)
 {
-    for (size_t i = 0; i < q->n; i++)
-        Py_VISIT(q->ring[(q->head + i) & (q->cap - 1)].handle);
+    for (size_t i = 0; i < q->n; i++) {
+        gl_ready_entry *e = &q->ring[(q->head + i) & (q->cap - 1)];
+        int r = gl_gc_visit(e->handle, e->untracked, visit, arg);
+        if (r)
+            return r;
+    }
     return 0;
 }
 

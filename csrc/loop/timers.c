@@ -79,7 +79,7 @@ gl_timers_push(gl_timers *t, double when, PyObject *handle)
         t->heap = heap;
         t->cap = cap;
     }
-    t->heap[t->n] = (gl_timer){when, t->seq++, Py_NewRef(handle)};
+    t->heap[t->n] = (gl_timer){when, t->seq++, Py_NewRef(handle), gl_gc_hide(handle)};
     sift_up(t->heap, t->n++);
     return 0;
 }
@@ -89,6 +89,7 @@ gl_timers_pop(gl_timers *t)
 {
     assert(t->n > 0);
     PyObject *h = t->heap[0].handle;
+    gl_gc_show(h, t->heap[0].untracked);
     if (--t->n > 0) {
         t->heap[0] = t->heap[t->n];
         sift_down(t->heap, t->n, 0);
@@ -133,8 +134,10 @@ gl_timers_drop_cancelled(struct gl_core *c, gl_timers *t)
                 sift_down(t->heap, kept, i);
         /* Released only now that the heap is whole: a finalizer may
          * schedule timers. */
-        for (size_t i = 0; i < ndropped; i++)
+        for (size_t i = 0; i < ndropped; i++) {
+            gl_gc_show(dropped[i].handle, dropped[i].untracked);
             unschedule(c, dropped[i].handle);
+        }
         PyMem_Free(dropped);
         return 0;
     }
@@ -156,8 +159,9 @@ void
 gl_timers_clear(gl_timers *t)
 {
     while (t->n > 0) {
-        PyObject *h = t->heap[--t->n].handle;
-        Py_DECREF(h);
+        gl_timer e = t->heap[--t->n];
+        gl_gc_show(e.handle, e.untracked);
+        Py_DECREF(e.handle);
     }
     t->zombies = 0;
 }
@@ -174,8 +178,11 @@ gl_timers_free(gl_timers *t)
 int
 gl_timers_traverse(gl_timers *t, visitproc visit, void *arg)
 {
-    for (size_t i = 0; i < t->n; i++)
-        Py_VISIT(t->heap[i].handle);
+    for (size_t i = 0; i < t->n; i++) {
+        int r = gl_gc_visit(t->heap[i].handle, t->heap[i].untracked, visit, arg);
+        if (r)
+            return r;
+    }
     return 0;
 }
 

@@ -42,7 +42,7 @@ def test_handles_are_asyncios_own_classes(loop):
     assert type(h) is asyncio.Handle
     assert type(t) is type(a) is asyncio.TimerHandle
     assert h._args == (1, 2) and h._callback is _noop and h._loop is loop
-    assert isinstance(h.get_context(), contextvars.Context)
+    assert isinstance(h._context, contextvars.Context)
     assert not h.cancelled()
     assert abs(t.when() - (loop.time() + 10)) < 1
     t.cancel()
@@ -387,3 +387,72 @@ def test_many_loops_leak_no_fds():
         loop.close()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_handles_someone_holds_are_never_reused(loop):
+    """The core reuses a Handle object only when nothing else refers to it."""
+    held = loop.call_soon(_noop, "held")
+    watched = loop.call_soon(_noop, "watched")
+    ref = weakref.ref(watched)
+    del watched
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    fresh = [loop.call_soon(_noop, i) for i in range(300)]
+    assert all(h is not held for h in fresh)
+    assert held._args == ("held",) and held._callback is _noop
+    # weakly referenced: freed, not kept for reuse (a reused one would be
+    # alive here, with another callback's arguments)
+    assert ref() is None
+    assert all(h._args == (i,) and not h.cancelled() for i, h in enumerate(fresh))
+
+
+class _Cyclic:
+    ran = []
+
+    def __init__(self, name):
+        self.name = name
+
+    def method(self):
+        self.ran.append(self.name)
+
+
+def test_waiting_handles_are_hidden_from_the_collector_safely(loop):
+    """Handles waiting in the ready queue or the timer heap are off the
+    collector's lists: what they refer to survives a collection, and a cycle
+    through one is collected once it has left the queues."""
+    pending = _Cyclic("pending")
+    loop.call_soon(pending.method)
+    timer_target = _Cyclic("timer")
+    loop.call_later(0.001, timer_target.method)
+    ref_pending, ref_timer = weakref.ref(pending), weakref.ref(timer_target)
+    del pending, timer_target
+    gc.collect()
+    assert ref_pending() is not None and ref_timer() is not None
+
+    cyclic = _Cyclic("cyclic")
+    cyclic.handle = loop.call_soon(cyclic.method)       # cyclic -> handle -> method -> cyclic
+    cyclic.timer = loop.call_later(0.001, cyclic.method)
+    ref_cyclic = weakref.ref(cyclic)
+    del cyclic
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert sorted(_Cyclic.ran) == ["cyclic", "cyclic", "pending", "timer"]
+    gc.collect()
+    assert ref_cyclic() is None
+    assert ref_pending() is None and ref_timer() is None
+
+
+def test_an_unclosed_loop_dropped_with_callbacks_waiting_is_collected():
+    """loop -> waiting handle -> loop is a cycle the collector must still
+    find, with the handles hidden from it while they wait."""
+    loop = goloop.new_event_loop()
+    loop.call_soon(_noop)
+    loop.call_later(100, _noop)
+    held = loop.call_later(200, _noop)     # one the caller keeps: the loop stays alive
+    ref = weakref.ref(loop)
+    del loop
+    with pytest.warns(ResourceWarning):
+        gc.collect()
+        assert ref() is not None           # reachable through `held`
+        del held
+        gc.collect()
+    assert ref() is None
