@@ -199,7 +199,6 @@ int gl_poller_wait(PollerObject *p, int64_t timeout_ns,
                    int (*ready)(void *ctx, PyObject *handle, int fd, int event), void *ctx);
 /* The file object registered for fd (borrowed), or NULL. */
 PyObject *gl_poller_fileobj(PollerObject *p, int fd);
-Py_ssize_t gl_poller_count(PollerObject *p);
 
 /* ---- loop.c ------------------------------------------------------------ */
 

@@ -55,7 +55,6 @@ struct PollerObject {
     int epfd;                        /* -1 once closed */
     gl_fd *fds;                      /* indexed by fd */
     size_t cap;
-    size_t count;                    /* registered fds */
     int no_pwait2;                   /* the kernel lacks epoll_pwait2 */
     struct epoll_event events[MAX_EVENTS];
 };
@@ -167,7 +166,6 @@ forget(PollerObject *p, int fd)
 {
     gl_fd e = p->fds[fd];
     memset(&p->fds[fd], 0, sizeof p->fds[fd]);
-    p->count--;
     Py_XDECREF(e.fileobj);
     Py_XDECREF(e.reader);
     Py_XDECREF(e.writer);
@@ -216,7 +214,6 @@ gl_poller_add(PollerObject *p, PyObject *fileobj, int event, PyObject *handle)
             e->reader = Py_NewRef(handle);
         else
             e->writer = Py_NewRef(handle);
-        p->count++;
         return 0;
     }
     gl_fd *e = &p->fds[fd];
@@ -272,12 +269,6 @@ gl_poller_remove(PollerObject *p, PyObject *fileobj, int event)
         return -1;
     Py_DECREF(r);
     return 1;
-}
-
-Py_ssize_t
-gl_poller_count(PollerObject *p)
-{
-    return (Py_ssize_t)p->count;
 }
 
 /* Wait up to timeout_ns (<0: forever, 0: not at all) and call ready() for
@@ -416,7 +407,6 @@ poller_register(PollerObject *p, PyObject *args, PyObject *kw)
     e->fileobj = Py_NewRef(fileobj);
     e->events = events;
     set_data(e, data);
-    p->count++;
     return make_key(p, fd);
 }
 
