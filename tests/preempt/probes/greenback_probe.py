@@ -4,7 +4,9 @@
 
 Ten tasks get a greenback portal and call, twenty times each, a plain
 function that computes, awaits through greenback.await_() and computes
-again, while two tasks compute in 20 ms steps and get preempted.  A portal
+again, while two tasks compute in 20 ms steps and get preempted; every fifth
+call starts a task that computes for 5 ms in one step, right before the
+portal task's next step.  A portal
 runs the task's coroutine in a greenlet started in the task's first step,
 which every later step switches into.  Prints one JSON line.
 """
@@ -34,12 +36,22 @@ def plain_function(i, k):
     return value
 
 
+async def burner():
+    burn(0.005)
+
+
 async def portal_task(i):
     await greenback.ensure_portal()
-    out = []
+    out, burners = [], []
     for k in range(20):
         out.append(plain_function(i, k))
+        if k % 5 == 1:
+            # Its step runs just before this task's next one and takes the
+            # worker this step gives back, where this task's greenlets live:
+            # preempted there, it holds them while this task steps on.
+            burners.append(asyncio.create_task(burner()))
         await asyncio.sleep(0)
+    await asyncio.gather(*burners)
     return out
 
 
