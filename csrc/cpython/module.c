@@ -124,6 +124,7 @@ mod_stats(PyObject *module, PyObject *unused)
             || dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
             || dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0
             || gl_steps_stats(st, d) < 0
+            || gl_core_stats(st, d) < 0
             || gl_preempt_stats(st, d) < 0) {
         Py_DECREF(d);
         return NULL;

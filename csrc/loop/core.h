@@ -65,6 +65,9 @@ struct gl_core {
     PyObject *free_handles[GL_HANDLE_FREELIST];  /* Handles to reuse */
     int n_free_handles;
     PyObject *str_context;           /* interned names */
+    PyObject *str_context_seen;      /* the "context" string callers pass
+                                      * when it is not str_context (3.12's C
+                                      * Task passes a static one) */
     PyObject *str_run, *str_selector, *str_select, *str_process_events,
              *str_write_to_self, *str_current_handle,
              *str_slow_callback_duration, *str_check_thread,
@@ -76,6 +79,8 @@ struct gl_core {
 int gl_core_setup(gl_module_state *st, PyObject *args);
 void gl_core_free(gl_module_state *st);
 int gl_core_traverse(gl_module_state *st, visitproc visit, void *arg);
+/* stats(): the Handles kept for reuse ("handles_reusable"). */
+int gl_core_stats(gl_module_state *st, PyObject *d);
 
 /* A new Handle (when is NULL) or TimerHandle of loop: asyncio's __init__,
  * done in C (or asyncio's own in debug mode, which records the stack).

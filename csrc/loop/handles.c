@@ -181,6 +181,7 @@ gl_core_free(gl_module_state *st)
     Py_CLEAR(c->str_check_callback);
     Py_CLEAR(c->str_check_closed);
     Py_CLEAR(c->str_context);
+    Py_CLEAR(c->str_context_seen);
     while (c->n_free_handles > 0) {
         PyObject *h = c->free_handles[--c->n_free_handles];
         PyObject_GC_Track(h);
@@ -256,14 +257,17 @@ gl_handle_new(struct gl_core *c, PyObject *loop, int debug, PyObject *callback,
  * call_soon, run once and dropped: reusing the object saves its allocation,
  * its garbage-collector links and its deallocation.  Only an exact Handle
  * that nothing else refers to (not even a weak reference) is kept, its
- * slots cleared and untracked by the collector until it is reused. */
+ * slots cleared and untracked by the collector until it is reused.  Its
+ * weak-reference list is at tp_weaklistoffset from the object whatever the
+ * offset's sign: from 3.12 asyncio's Handle has a managed one (__weakref__
+ * in __slots__ gives a negative offset, into the pre-header), found there
+ * as CPython's own _PyObject_GET_WEAKREFS_LISTPTR finds it (3.11–3.15). */
 void
 gl_handle_release(struct gl_core *c, PyObject *h)
 {
     PyTypeObject *tp = Py_TYPE(h);
     if (Py_REFCNT(h) != 1 || tp != c->handle_type || c->n_free_handles >= GL_HANDLE_FREELIST
-            || tp->tp_weaklistoffset < 0    /* managed weakrefs: not looked into */
-            || (tp->tp_weaklistoffset > 0
+            || (tp->tp_weaklistoffset != 0
                 && *(PyObject **)((char *)h + tp->tp_weaklistoffset) != NULL)) {
         Py_DECREF(h);
         return;
@@ -281,6 +285,15 @@ gl_handle_release(struct gl_core *c, PyObject *h)
     /* Released last: a finalizer run from here may make handles. */
     for (int i = 0; i < 7; i++)
         Py_XDECREF(old[i]);
+}
+
+int
+gl_core_stats(gl_module_state *st, PyObject *d)
+{
+    PyObject *v = PyLong_FromLong(st->core != NULL ? st->core->n_free_handles : 0);
+    int r = v ? PyDict_SetItemString(d, "handles_reusable", v) : -1;
+    Py_XDECREF(v);
+    return r;
 }
 
 int

@@ -130,15 +130,18 @@ is_task_step(struct gl_core *c, PyObject *cb)
     PyTypeObject *tp = Py_TYPE(cb);
     if (tp == c->step_wrapper_type)
         return 1;
+    if (PyFunction_Check(cb))
+        return 0;   /* the common plain callback: decided at once */
     if (PyCFunction_Check(cb)) {
         PyObject *owner = PyCFunction_GET_SELF(cb);
         return owner != NULL && is_task(c, owner);
     }
     if (PyMethod_Check(cb))
         return is_task(c, PyMethod_GET_SELF(cb));
+    if (c->step_wrapper_type != NULL)
+        return 0;
     const char *name = strrchr(tp->tp_name, '.');   /* "_asyncio.TaskStepMethWrapper" */
-    if (c->step_wrapper_type == NULL
-            && strcmp(name ? name + 1 : tp->tp_name, "TaskStepMethWrapper") == 0) {
+    if (strcmp(name ? name + 1 : tp->tp_name, "TaskStepMethWrapper") == 0) {
         PyObject *owner = PyObject_GetAttrString(cb, "__self__");
         if (owner == NULL) {
             PyErr_Clear();
@@ -196,12 +199,16 @@ parse_context(struct gl_core *c, const char *method, PyObject *const *args, Py_s
         return 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (key != c->str_context   /* interned, as the C Task passes it */
-                && (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "context") != 0)) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%S'",
-                         method, key);
-            return -1;
+        if (key != c->str_context && key != c->str_context_seen) {
+            if (!PyUnicode_Check(key) || PyUnicode_CompareWithASCIIString(key, "context") != 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%S'",
+                             method, key);
+                return -1;
+            }
+            /* The C Task passes the same string object on every step:
+             * compared by pointer from now on. */
+            Py_XSETREF(c->str_context_seen, Py_NewRef(key));
         }
         *context = args[nargs + i];
     }

@@ -100,17 +100,40 @@ worker_stack_size(void)
 #endif
 }
 
+/* The pool is a stack: the last worker in is the first out (its stack is
+ * the likeliest still in the caches).  Popping shrinks the list's size in
+ * place (its storage stays for the next push), as list.pop() would without
+ * giving memory back: this is on every step's path. */
+static GoroutineObject *
+pool_pop(PyObject *idle)
+{
+    Py_ssize_t n = PyList_GET_SIZE(idle);
+    GoroutineObject *w = (GoroutineObject *)PyList_GET_ITEM(idle, n - 1);   /* owned now */
+    Py_SET_SIZE(idle, n - 1);
+    return w;
+}
+
+static int
+pool_push(PyObject *idle, GoroutineObject *w)
+{
+    PyListObject *list = (PyListObject *)idle;
+    Py_ssize_t n = PyList_GET_SIZE(idle);
+    if (n >= POOL_MAX)
+        return 0;   /* dropped: unwound and freed by the caller's reference */
+    if (n < list->allocated) {
+        list->ob_item[n] = Py_NewRef(w);
+        Py_SET_SIZE(idle, n + 1);
+        return 0;
+    }
+    return PyList_Append(idle, (PyObject *)w);
+}
+
 static GoroutineObject *
 worker_take(gl_module_state *st, PyObject *idle)
 {
     size_t need = worker_stack_size();
-    Py_ssize_t n;
-    while ((n = PyList_GET_SIZE(idle)) > 0) {
-        GoroutineObject *w = (GoroutineObject *)Py_NewRef(PyList_GET_ITEM(idle, n - 1));
-        if (PyList_SetSlice(idle, n - 1, n, NULL) < 0) {
-            Py_DECREF(w);
-            return NULL;
-        }
+    while (PyList_GET_SIZE(idle) > 0) {
+        GoroutineObject *w = pool_pop(idle);
         if (w->g.stack_size >= need)
             return w;
         Py_DECREF(w);   /* too small for the limit now: unwound and freed */
@@ -170,9 +193,7 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
     int ok = 1;
     if (r == st->step_done && !pinned) {
         PyObject *pool = idle ? Py_NewRef(idle) : pool_list(st);
-        ok = pool != NULL
-             && (PyList_GET_SIZE(pool) >= POOL_MAX
-                 || PyList_Append(pool, (PyObject *)w) == 0);
+        ok = pool != NULL && pool_push(pool, w) == 0;
         Py_XDECREF(pool);
     }
     Py_DECREF(r);

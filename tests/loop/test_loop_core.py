@@ -389,6 +389,22 @@ def test_many_loops_leak_no_fds():
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_dropped_handles_are_kept_for_reuse(loop):
+    """A Handle that ran and that nobody holds goes to the core's freelist
+    (from 3.12 asyncio's Handle keeps its weak references in the object's
+    pre-header; the freelist must look there, not give up)."""
+    held = [loop.call_soon(_noop, i) for i in range(300)]   # takes all kept ones
+    assert goloop.stats()["handles_reusable"] == 0
+    del held
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert goloop.stats()["handles_reusable"] == 256         # the freelist's size
+    reused = [loop.call_soon(_noop, i) for i in range(20)]
+    assert goloop.stats()["handles_reusable"] == 236
+    assert all(h._args == (i,) and h._callback is _noop and not h.cancelled()
+               for i, h in enumerate(reused))
+
+
 def test_handles_someone_holds_are_never_reused(loop):
     """The core reuses a Handle object only when nothing else refers to it."""
     held = loop.call_soon(_noop, "held")
