@@ -119,7 +119,7 @@ typedef struct {
 int gl_gc_hide(PyObject *handle);
 void gl_gc_show(PyObject *handle, int hidden);
 /* The loop's tp_traverse of a waiting handle (see handles.c). */
-int gl_gc_visit(PyObject *handle, int hidden, visitproc visit, void *arg);
+int gl_gc_visit(PyObject *handle, int hidden, int owned, visitproc visit, void *arg);
 
 typedef struct {
     gl_ready_entry *ring;
@@ -132,7 +132,7 @@ int gl_ready_push(gl_ready *q, PyObject *handle, int step);   /* steals */
 gl_ready_entry gl_ready_pop(gl_ready *q);
 void gl_ready_clear(gl_ready *q);
 void gl_ready_free(gl_ready *q);
-int gl_ready_traverse(gl_ready *q, visitproc visit, void *arg);
+int gl_ready_traverse(gl_ready *q, int owned, visitproc visit, void *arg);
 /* A collections.deque-like list of the handles, oldest first. */
 PyObject *gl_ready_list(gl_ready *q);
 
@@ -160,7 +160,7 @@ PyObject *gl_timers_pop(gl_timers *t);
 int gl_timers_drop_cancelled(struct gl_core *c, gl_timers *t);
 void gl_timers_clear(gl_timers *t);
 void gl_timers_free(gl_timers *t);
-int gl_timers_traverse(gl_timers *t, visitproc visit, void *arg);
+int gl_timers_traverse(gl_timers *t, int owned, visitproc visit, void *arg);
 /* The handles in the order they will run (a valid heapq list). */
 PyObject *gl_timers_list(gl_timers *t);
 
@@ -203,6 +203,8 @@ int gl_poller_remove(PollerObject *p, PyObject *fileobj, int event);
 int gl_poller_wait(PollerObject *p, int64_t timeout_ns,
                    int (*ready)(void *ctx, PyObject *handle, int fd, int event), void *ctx);
 /* The file object registered for fd (borrowed), or NULL. */
+/* Wake a gl_poller_wait in progress (or the next one): from any thread. */
+void gl_poller_wake(PollerObject *p);
 PyObject *gl_poller_fileobj(PollerObject *p, int fd);
 
 /* ---- loop.c ------------------------------------------------------------ */

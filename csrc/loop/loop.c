@@ -50,10 +50,11 @@
  * (asyncio.Runner cancels the remaining tasks and runs the loop until they
  * finish), for as long as the computation takes.
  *
- * call_soon_threadsafe writes the loop's self-pipe only when the loop may
- * be sleeping in select(): the flag is set, under the GIL, before the loop
- * looks at its queue for the last time, so a callback added after that
- * look always finds it set.
+ * call_soon_threadsafe wakes the loop only when it may be sleeping in its
+ * poll: the flag is set, under the GIL, before the loop looks at its queue
+ * for the last time, so a callback added after that look always finds it
+ * set.  It wakes the Poller's eventfd (poller.c), or, with a selector of
+ * the user's, writes asyncio's self-pipe (_write_to_self).
  *
  * The GIL.  A thread waiting for the GIL asks the holder to drop it only
  * when the GIL has not changed hands for a switch interval; the loop drops
@@ -327,10 +328,14 @@ core_call_soon_threadsafe(CoreObject *self, PyObject *const *args, Py_ssize_t na
         h = schedule_soon(self, args[0], cbargs, context);
     Py_DECREF(cbargs);
     if (h != NULL && self->sleeping) {
-        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, c->str_write_to_self);
-        if (r == NULL)
-            Py_CLEAR(h);
-        Py_XDECREF(r);
+        if (self->poller != NULL)
+            gl_poller_wake(self->poller);
+        else {   /* a selector of the user's: asyncio's self-pipe */
+            PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, c->str_write_to_self);
+            if (r == NULL)
+                Py_CLEAR(h);
+            Py_XDECREF(r);
+        }
     }
     return h;
 }
@@ -1193,8 +1198,10 @@ core_traverse(CoreObject *self, visitproc visit, void *arg)
     Py_VISIT(self->selector);
     Py_VISIT(self->pool);
     Py_VISIT(self->poller);
-    int r = gl_ready_traverse(&self->ready, visit, arg);
-    return r ? r : gl_timers_traverse(&self->timers, visit, arg);
+    /* pool is set while run_forever runs: see gl_gc_visit. */
+    int owned = self->pool == NULL;
+    int r = gl_ready_traverse(&self->ready, owned, visit, arg);
+    return r ? r : gl_timers_traverse(&self->timers, owned, visit, arg);
 }
 
 static int

@@ -17,6 +17,13 @@
  * what is registered.  Keys are made on demand: a key's data is the
  * (reader, writer) pair unless register()/modify() gave other data.
  *
+ * Waking: an eventfd, registered in epoll beside the fds and never shown in
+ * the registry, is how another thread wakes a loop asleep in the wait
+ * (gl_poller_wake, from call_soon_threadsafe when the loop sleeps): one
+ * 8-byte write, where asyncio sends a byte through its self-pipe by a
+ * Python method call.  The self-pipe stays for what it also is: the
+ * signal wakeup fd (signal.set_wakeup_fd) of asyncio's signal handling.
+ *
  * Waiting: epoll_pwait2 with a nanosecond timeout where the kernel has it
  * (Linux 5.11+), so that a timer 300 µs away is not waited for a whole
  * millisecond; else epoll_wait, rounding up to the millisecond as asyncio's
@@ -36,6 +43,7 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -53,6 +61,7 @@ typedef struct {
 struct PollerObject {
     PyObject_HEAD
     int epfd;                        /* -1 once closed */
+    int wakefd;                      /* the eventfd other threads write; -1 once closed */
     gl_fd *fds;                      /* indexed by fd */
     size_t cap;
     int no_pwait2;                   /* the kernel lacks epoll_pwait2 */
@@ -318,6 +327,12 @@ gl_poller_wait(PollerObject *p, int64_t timeout_ns, int (*ready)(void *ctx, PyOb
     for (int i = 0; i < n; i++) {
         int fd = p->events[i].data.fd;
         uint32_t ev = p->events[i].events;
+        if (fd == p->wakefd) {
+            uint64_t count;
+            ssize_t r = read(fd, &count, sizeof count);   /* reset it */
+            (void)r;
+            continue;
+        }
         if ((size_t)fd >= p->cap || p->fds[fd].fileobj == NULL)
             continue;   /* removed by an earlier event's handling */
         /* As selectors: an error or hang-up makes both directions ready. */
@@ -335,6 +350,18 @@ gl_poller_wait(PollerObject *p, int64_t timeout_ns, int (*ready)(void *ctx, PyOb
 }
 
 /* The file object registered for fd (borrowed), for the loop's removals. */
+/* Wake the thread waiting in gl_poller_wait (any thread may call it). */
+void
+gl_poller_wake(PollerObject *p)
+{
+    uint64_t one = 1;
+    if (p->wakefd >= 0) {
+        /* EAGAIN only if the counter were near 2**64: awake anyway. */
+        ssize_t r = write(p->wakefd, &one, sizeof one);
+        (void)r;
+    }
+}
+
 PyObject *
 gl_poller_fileobj(PollerObject *p, int fd)
 {
@@ -547,6 +574,10 @@ poller_close(PollerObject *p, PyObject *unused)
         close(p->epfd);
         p->epfd = -1;
     }
+    if (p->wakefd >= 0) {
+        close(p->wakefd);
+        p->wakefd = -1;
+    }
     Py_RETURN_NONE;
 }
 
@@ -588,8 +619,16 @@ poller_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     PollerObject *p = (PollerObject *)type->tp_alloc(type, 0);
     if (p == NULL)
         return NULL;
+    p->wakefd = -1;
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (p->epfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = p->wakefd};
+    if (p->wakefd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wakefd, &ev) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(p);
         return NULL;
@@ -627,6 +666,8 @@ poller_dealloc(PollerObject *p)
     poller_clear(p);
     if (p->epfd >= 0)
         close(p->epfd);
+    if (p->wakefd >= 0)
+        close(p->wakefd);
     PyMem_Free(p->fds);
     tp->tp_free(p);
     Py_DECREF(tp);

@@ -83,11 +83,11 @@ gl_ready_free(gl_ready *q)
 }
 
 int
-gl_ready_traverse(gl_ready *q, visitproc visit, void *arg)
+gl_ready_traverse(gl_ready *q, int owned, visitproc visit, void *arg)
 {
     for (size_t i = 0; i < q->n; i++) {
         gl_ready_entry *e = &q->ring[(q->head + i) & (q->cap - 1)];
-        int r = gl_gc_visit(e->handle, e->untracked, visit, arg);
+        int r = gl_gc_visit(e->handle, e->untracked, owned, visit, arg);
         if (r)
             return r;
     }

@@ -176,10 +176,10 @@ gl_timers_free(gl_timers *t)
 }
 
 int
-gl_timers_traverse(gl_timers *t, visitproc visit, void *arg)
+gl_timers_traverse(gl_timers *t, int owned, visitproc visit, void *arg)
 {
     for (size_t i = 0; i < t->n; i++) {
-        int r = gl_gc_visit(t->heap[i].handle, t->heap[i].untracked, visit, arg);
+        int r = gl_gc_visit(t->heap[i].handle, t->heap[i].untracked, owned, visit, arg);
         if (r)
             return r;
     }

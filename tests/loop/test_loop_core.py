@@ -312,7 +312,36 @@ def test_a_loop_with_another_selector_runs_over_it():
 
 # ---- threads, wake-ups ------------------------------------------------------
 
-def test_call_soon_threadsafe_wakes_a_sleeping_loop_and_only_then_writes(loop):
+def _eventfds():
+    """{fd: its counter} of this process's eventfds (/proc/self/fdinfo)."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventfd]":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("eventfd-count:"):
+                        found[int(fd)] = int(line.split()[1], 16)
+        except OSError:
+            pass
+    return found
+
+
+def _sleep_then_wake(loop):
+    """Run loop until another thread's call_soon_threadsafe(loop.stop),
+    made 0.2 s after the loop went to sleep in its poll; seconds taken."""
+    waker = threading.Timer(0.2, loop.call_soon_threadsafe, (loop.stop,))
+    loop.call_soon(waker.start)
+    safety = loop.call_later(30, loop.stop)   # the safety net, if it never wakes
+    t0 = loop.time()
+    loop.run_forever()
+    safety.cancel()
+    waker.join()
+    return loop.time() - t0
+
+
+def _count_self_pipe_writes(loop):
     writes = []
     real = loop._write_to_self
 
@@ -321,18 +350,39 @@ def test_call_soon_threadsafe_wakes_a_sleeping_loop_and_only_then_writes(loop):
         real()
 
     loop._write_to_self = counting_write
-    for _ in range(100):
-        loop.call_soon_threadsafe(_noop)     # not sleeping: no write
-    assert writes == []
+    return writes
 
-    # 0.2 s after the loop went to sleep in its poll (nothing else to do)
-    waker = threading.Timer(0.2, loop.call_soon_threadsafe, (loop.stop,))
-    loop.call_soon(waker.start)
-    loop.call_later(30, loop.stop)           # the safety net, if it never wakes
-    t0 = loop.time()
-    loop.run_forever()
-    assert loop.time() - t0 < 10
-    assert len(writes) == 1
+
+def test_call_soon_threadsafe_wakes_a_sleeping_loop_through_its_eventfd_only_then():
+    before = set(_eventfds())
+    loop = goloop.new_event_loop()
+    try:
+        mine = set(_eventfds()) - before
+        assert len(mine) == 1, "the Poller has one eventfd"
+        wakefd = mine.pop()
+        writes = _count_self_pipe_writes(loop)
+        for _ in range(100):
+            loop.call_soon_threadsafe(_noop)     # not sleeping: no wake-up
+        assert _eventfds()[wakefd] == 0
+        assert _sleep_then_wake(loop) < 10
+        assert _eventfds()[wakefd] == 0           # read back by the woken loop
+        assert writes == []                       # the self-pipe is the signals'
+    finally:
+        loop.close()
+    assert wakefd not in _eventfds()
+
+
+def test_call_soon_threadsafe_with_a_users_selector_writes_the_self_pipe_only_when_sleeping():
+    loop = goloop.EventLoop(selectors.DefaultSelector())
+    try:
+        writes = _count_self_pipe_writes(loop)
+        for _ in range(100):
+            loop.call_soon_threadsafe(_noop)
+        assert writes == []
+        assert _sleep_then_wake(loop) < 10
+        assert len(writes) == 1
+    finally:
+        loop.close()
 
 
 def test_an_instance_run_once_override_is_honoured(loop):
@@ -455,6 +505,33 @@ def test_waiting_handles_are_hidden_from_the_collector_safely(loop):
     gc.collect()
     assert ref_cyclic() is None
     assert ref_pending() is None and ref_timer() is None
+
+
+def test_a_collection_while_the_loop_runs_keeps_what_waiting_handles_refer_to(loop):
+    """While run_forever runs, the loop's traverse leaves its waiting handles
+    out (the running loop cannot be garbage): what only they refer to, a
+    cycle included, must survive a collection, run, and then be collected."""
+    ran = []
+
+    class Target:
+        def method(self):
+            ran.append(self.me is self)
+
+    async def main():
+        target = Target()
+        target.me = target                               # a cycle of its own
+        loop.call_soon(target.method)
+        loop.call_later(0.001, target.method)
+        ref = weakref.ref(target)
+        del target
+        gc.collect()
+        assert ref() is not None
+        await asyncio.sleep(0.01)
+        gc.collect()
+        return ref() is None
+
+    assert loop.run_until_complete(main())
+    assert ran == [True, True]
 
 
 def test_an_unclosed_loop_dropped_with_callbacks_waiting_is_collected():
