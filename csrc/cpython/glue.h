@@ -70,6 +70,8 @@ typedef struct {
     PyObject *never_preempt;         /*   see preemptible() in preempt.c */
     PyObject *enter_task, *leave_task;   /* asyncio.tasks._enter/_leave_task */
     PyObject *str_greenlet;          /* interned "greenlet" */
+    Py_ssize_t modules_seen;         /* len(sys.modules) at greenlets.c's last look */
+    int greenlet_found;              /* greenlet is (or was) in sys.modules */
     PyTypeObject *lock_tracker_type; /* locks.c */
     int unsafe_locks, unsafe_greenlets;  /* tests' controls: preempt while
                                             holding locks / do not pin */

@@ -51,7 +51,6 @@
 
 /* Per thread, as greenlet's trace function and the worker pool are. */
 static _Thread_local int traced;             /* our trace function is in */
-static _Thread_local Py_ssize_t modules_seen;  /* len(sys.modules) last look */
 static _Thread_local Py_ssize_t pinned;      /* workers stored on tasks */
 
 /* ---- the trace function ------------------------------------------------ */
@@ -161,20 +160,30 @@ install_trace(gl_module_state *st, PyObject *greenlet)
     return 0;
 }
 
+/* On every step's path: until greenlet is imported, one look at the size
+ * of sys.modules (shared by the interpreter's threads, hence in the module
+ * state); then, per thread, whether the trace function is in. */
 int
 gl_greenlets_watch(gl_module_state *st)
 {
+    if (!st->greenlet_found) {
+        PyObject *modules = PyImport_GetModuleDict();
+        Py_ssize_t n = PyDict_GET_SIZE(modules);
+        if (n == st->modules_seen)
+            return 0;
+        st->modules_seen = n;
+        int found = PyDict_Contains(modules, st->str_greenlet);
+        if (found <= 0)
+            return found;
+        st->greenlet_found = 1;
+    }
     if (traced)
         return 0;
-    PyObject *modules = PyImport_GetModuleDict();
-    Py_ssize_t n = PyDict_GET_SIZE(modules);
-    if (n == modules_seen)
-        return 0;
-    modules_seen = n;
-    PyObject *greenlet = PyDict_GetItemWithError(modules, st->str_greenlet);
-    if (greenlet == NULL)
+    PyObject *greenlet = PyImport_GetModule(st->str_greenlet);
+    if (greenlet == NULL || greenlet == Py_None) {   /* gone, or blocked */
+        Py_XDECREF(greenlet);
         return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(greenlet);
+    }
     int r = install_trace(st, greenlet);
     Py_DECREF(greenlet);
     return r;
