@@ -1,13 +1,16 @@
 # make bench        the benchmark suite (python -m benchmarks): every workload on
 #                   goloop, uvloop, asyncio and rloop, 5 repetitions (~15 min on 2 cores)
 # make bench-quick  smaller sizes, 1 repetition (~2 min)
+# make instructions instructions per unit of loop work (callgrind, python -m
+#                   benchmarks.instructions; needs valgrind; ~10 min): the
+#                   repeatable figure on a noisy machine
 # make bench-3.14   `make bench` on CPython 3.14 from the Debian sid root
 #                   (scripts/sid-root.sh; .venvs/bench3.14), results in
 #                   benchmarks/results/py3.14.* (rloop has no 3.14 build)
 # make stress       the lost-wake-up stress probe (tests/preempt/probes/stress_probe.py)
 #                   STRESS_RUNS times (default 30) per slice, fresh seeds, in the
 #                   tests' virtualenv (.venvs/py3.X, made by scripts/test.sh)
-# Both run in a virtualenv of their own, .venvs/bench, with goloop and the bench
+# They run in a virtualenv of their own, .venvs/bench, with goloop and the bench
 # extra pip-installed (made again when the sources change).  PYTHON picks the
 # interpreter (make bench PYTHON=python3.13); BENCH_ARGS adds options
 # (make bench BENCH_ARGS="-k fairness").
@@ -16,13 +19,16 @@ VENV := .venvs/bench
 BENCH_ARGS ?=
 SOURCES := pyproject.toml setup.py $(shell find csrc goloop -name "*.[chS]" -o -name "*.py")
 
-.PHONY: bench bench-quick bench-3.14 stress
+.PHONY: bench bench-quick bench-3.14 instructions stress
 
 bench: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
 bench-quick: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks --quick $(BENCH_ARGS)
+
+instructions: $(VENV)/installed
+	$(VENV)/bin/python -m benchmarks.instructions $(BENCH_ARGS)
 
 bench-3.14:
 	scripts/sid-root.sh

@@ -41,3 +41,18 @@ def test_runner_reports_a_failing_run(run_benchmarks, tmp_path):
     assert "| call_soon 1M | s | error |" in r.stdout
     assert "FAILED call_soon 1M on asyncio: timed out after 0 s" in r.stdout
     assert rows == []
+
+
+def test_instruction_counting_program_runs_every_workload_on_every_goloop_kind(run_python):
+    """benchmarks/instructions.py runs its program under valgrind; here it
+    runs bare, scaled down, on stock asyncio and the three goloop kinds, so a
+    workload that broke shows without valgrind installed."""
+    import os
+    import runpy
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tool = runpy.run_path(os.path.join(root, "benchmarks", "instructions.py"))
+    for kind in ("asyncio", "goloop", "goloop-nopreempt", "goloop-nogo"):
+        for work in tool["WORKLOADS"]:
+            r = run_python(tool["PROGRAM"], kind, work, "200", timeout=60)
+            assert r.returncode == 0, (kind, work, r.stderr[-2000:])
