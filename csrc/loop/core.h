@@ -202,9 +202,9 @@ int gl_poller_add(PollerObject *p, PyObject *fileobj, int event, PyObject *handl
 int gl_poller_remove(PollerObject *p, PyObject *fileobj, int event);
 int gl_poller_wait(PollerObject *p, int64_t timeout_ns,
                    int (*ready)(void *ctx, PyObject *handle, int fd, int event), void *ctx);
-/* The file object registered for fd (borrowed), or NULL. */
 /* Wake a gl_poller_wait in progress (or the next one): from any thread. */
 void gl_poller_wake(PollerObject *p);
+/* The file object registered for fd (borrowed), or NULL. */
 PyObject *gl_poller_fileobj(PollerObject *p, int fd);
 
 /* ---- loop.c ------------------------------------------------------------ */

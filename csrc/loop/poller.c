@@ -349,7 +349,6 @@ gl_poller_wait(PollerObject *p, int64_t timeout_ns, int (*ready)(void *ctx, PyOb
     return n;
 }
 
-/* The file object registered for fd (borrowed), for the loop's removals. */
 /* Wake the thread waiting in gl_poller_wait (any thread may call it). */
 void
 gl_poller_wake(PollerObject *p)
@@ -362,6 +361,7 @@ gl_poller_wake(PollerObject *p)
     }
 }
 
+/* The file object registered for fd (borrowed), for the loop's removals. */
 PyObject *
 gl_poller_fileobj(PollerObject *p, int fd)
 {

@@ -102,8 +102,8 @@ worker_stack_size(void)
 
 /* The pool is a stack: the last worker in is the first out (its stack is
  * the likeliest still in the caches).  Popping shrinks the list's size in
- * place (its storage stays for the next push), as list.pop() would without
- * giving memory back: this is on every step's path. */
+ * place (its storage stays for the next append), as list.pop() would
+ * without giving memory back: this is on every step's path. */
 static GoroutineObject *
 pool_pop(PyObject *idle)
 {
@@ -116,15 +116,8 @@ pool_pop(PyObject *idle)
 static int
 pool_push(PyObject *idle, GoroutineObject *w)
 {
-    PyListObject *list = (PyListObject *)idle;
-    Py_ssize_t n = PyList_GET_SIZE(idle);
-    if (n >= POOL_MAX)
+    if (PyList_GET_SIZE(idle) >= POOL_MAX)
         return 0;   /* dropped: unwound and freed by the caller's reference */
-    if (n < list->allocated) {
-        list->ob_item[n] = Py_NewRef(w);
-        Py_SET_SIZE(idle, n + 1);
-        return 0;
-    }
     return PyList_Append(idle, (PyObject *)w);
 }
 
