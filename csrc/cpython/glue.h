@@ -76,6 +76,8 @@ typedef struct {
     int unsafe_locks, unsafe_greenlets;  /* tests' controls: preempt while
                                             holding locks / do not pin */
     uint64_t steps, preemptions, declined, deferred;
+    uint64_t held_back;              /* steps that waited for their task's
+                                        preempted step (steps.c) */
     int64_t longest_step_ns;
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
@@ -112,6 +114,9 @@ struct GoroutineObject {
                                         park() it: steps suspend by await */
     PyObject *step_handle;           /* step worker: the Handle of the step
                                         in flight (running or preempted) */
+    PyObject *steps_after;           /* step worker: list of the same task's
+                                        later steps, which came due while
+                                        this one was preempted (steps.c) */
     int64_t step_ran_ns;             /* step worker: time its step in flight
                                         has run, over all its stretches */
     Py_ssize_t locks_held;           /* threading locks taken and not yet

@@ -461,6 +461,7 @@ goroutine_traverse(GoroutineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->exc);
     Py_VISIT(self->top_frame);
     Py_VISIT(self->step_handle);
+    Py_VISIT(self->steps_after);
     Py_VISIT(self->greenlets);
     return 0;
 }
@@ -474,6 +475,7 @@ goroutine_clear(GoroutineObject *self)
     Py_CLEAR(self->exc);
     Py_CLEAR(self->top_frame);
     Py_CLEAR(self->step_handle);
+    Py_CLEAR(self->steps_after);
     Py_CLEAR(self->greenlets);
     return 0;
 }

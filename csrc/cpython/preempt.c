@@ -468,6 +468,7 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
             || set_u64(d, "preemptions", st->preemptions) < 0
             || set_u64(d, "preempt_declined", st->declined) < 0
             || set_u64(d, "preempt_deferred", st->deferred) < 0
+            || set_u64(d, "steps_held_back", st->held_back) < 0
             || set_u64(d, "preempt_requests", s.requests) < 0
             || set_u64(d, "sysmon_wakeups", s.wakeups) < 0)
         return -1;

@@ -30,6 +30,17 @@
  * Every stretch a step runs — from a resume to the next park — is one
  * "step" for sysmon and for stats(): gl_preempt_step_begin/end bracket it.
  *
+ * One step of a task at a time, as on stock asyncio.  A step can schedule
+ * its task's next one before it ends — its wakeup, registered on a future
+ * that is done at once or soon after, when the step goes on running code
+ * of its own after registering (a Future subclass's add_done_callback in
+ * Python) — and if the step is preempted there, that next step comes due
+ * while this one is parked inside the task's context.  Run, it would find
+ * the context entered ("cannot enter context") and the task never woken.
+ * So gl_step_run() holds such a step back on the preempted worker
+ * (steps_after) and the worker runs it as soon as its own step ends: a
+ * little later than it came due, never beside it.
+ *
  * Recursion: a parked worker keeps its Python depth across a change of
  * sys.setrecursionlimit() (pystate.h restores depths), so its budget follows
  * the limit.  On 3.11 Python and C levels share that counter, and a budget
@@ -148,36 +159,79 @@ worker_take(gl_module_state *st, PyObject *idle)
     return w;
 }
 
+/* The next step held back on w for its task (see top), not cancelled
+ * meanwhile: a new reference, or NULL when none is left. */
+static PyObject *
+next_step_after(gl_module_state *st, GoroutineObject *w)
+{
+    while (w->steps_after != NULL && PyList_GET_SIZE(w->steps_after) > 0) {
+        PyObject *h = Py_NewRef(PyList_GET_ITEM(w->steps_after, 0));
+        if (PyList_SetSlice(w->steps_after, 0, 1, NULL) < 0) {
+            PyErr_Clear();   /* cannot fail for a list slice without items to add */
+            Py_DECREF(h);
+            break;
+        }
+        int cancelled = gl_handle_cancelled(st->core, h);
+        if (cancelled == 0)
+            return h;
+        if (cancelled < 0)
+            PyErr_WriteUnraisable(h);
+        Py_DECREF(h);
+    }
+    Py_CLEAR(w->steps_after);
+    return NULL;
+}
+
 /* Switch to worker w for one stretch of its step (giving it `value`, or
  * throwing `exc` into it when not NULL), and settle where it ended: DONE
- * puts w back in the pool (`idle`, this thread's list if the caller has it,
- * else NULL: looked up then), PREEMPTED appends it to `queue`.  Returns None,
- * or NULL with the exception the step raised. */
+ * runs the task's steps held back on w, if any, then puts w back in the
+ * pool (`idle`, this thread's list if the caller has it, else NULL: looked
+ * up then); PREEMPTED appends it to `queue`.  Returns None, or NULL with
+ * the exception the step raised. */
 static PyObject *
 run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
             PyObject *exc, PyObject *idle, PyObject *queue, gl_step_end *end)
 {
-    int64_t began = gl_preempt_step_begin(st);
-    PyObject *r = exc ? gl_goroutine_throw(w, exc) : gl_goroutine_resume(w, value);
-    w->step_ran_ns += gl_preempt_step_end(st, began);
-    if (end != NULL) {
-        end->finished = r != st->step_preempted;
-        end->ran_ns = w->step_ran_ns;
-        end->handle = end->finished ? Py_XNewRef(w->step_handle) : NULL;
-    }
-    if (r == st->step_preempted) {
+    PyObject *r;
+    int pinned;
+    for (;;) {
+        int64_t began = gl_preempt_step_begin(st);
+        r = exc ? gl_goroutine_throw(w, exc) : gl_goroutine_resume(w, value);
+        w->step_ran_ns += gl_preempt_step_end(st, began);
+        if (end != NULL) {
+            end->finished = r != st->step_preempted;
+            end->ran_ns = w->step_ran_ns;
+            Py_XSETREF(end->handle, end->finished ? Py_XNewRef(w->step_handle) : NULL);
+        }
+        if (r == st->step_preempted) {
+            Py_DECREF(r);
+            r = PyObject_CallMethodOneArg(queue, st->str_append, (PyObject *)w);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            Py_RETURN_NONE;
+        }
+        pinned = r == st->step_done && gl_greenlets_keep(st, w, w->step_handle);
+        Py_CLEAR(w->step_handle);
+        PyObject *next = r == st->step_done ? next_step_after(st, w) : NULL;
+        if (next == NULL)
+            break;
+        /* The task's next step, on the worker its greenlets may live on. */
+        if (pinned)
+            Py_XDECREF(gl_greenlets_pinned_worker(next));
         Py_DECREF(r);
-        r = PyObject_CallMethodOneArg(queue, st->str_append, (PyObject *)w);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-        Py_RETURN_NONE;
+        w->step_handle = next;
+        w->locks_held = 0;
+        w->preempt_deferred = 0;
+        w->step_ran_ns = 0;
+        value = next;
+        exc = NULL;
     }
-    int pinned = r == st->step_done && gl_greenlets_keep(st, w, w->step_handle);
-    Py_CLEAR(w->step_handle);
     if (r == NULL) {
         /* Which exception came out of a step, for raised_by_a_step(): only
-         * its address, compared while the caller still holds it. */
+         * its address, compared while the caller still holds it.  The steps
+         * held back belonged to its task, which that exception ended. */
+        Py_CLEAR(w->steps_after);
         PyObject *exc = gl_err_take();
         st->step_raised = (uintptr_t)exc;
         gl_err_give(exc);
@@ -191,6 +245,48 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
     }
     Py_DECREF(r);
     return ok ? Py_NewRef(Py_None) : NULL;
+}
+
+/* Is handle a step of a task whose previous step is preempted (a worker in
+ * queue)?  Then it is held back on that worker (see top): 1.  0: it may
+ * run now; -1: an error. */
+static int
+hold_back_behind_preempted(gl_module_state *st, PyObject *queue, PyObject *handle)
+{
+    Py_ssize_t waiting = PyObject_Size(queue);
+    if (waiting <= 0)
+        return waiting < 0 ? -1 : 0;
+    PyObject *task = gl_step_task(handle);
+    if (task == NULL) {
+        PyErr_Clear();   /* not a task's: nothing to wait for */
+        return 0;
+    }
+    PyObject *it = PyObject_GetIter(queue);
+    int found = it ? 0 : -1;
+    PyObject *item;
+    while (found == 0 && it != NULL && (item = PyIter_Next(it)) != NULL) {
+        GoroutineObject *w = (GoroutineObject *)item;
+        if (PyObject_TypeCheck(item, st->goroutine_type) && w->step_handle != NULL) {
+            PyObject *t = gl_step_task(w->step_handle);
+            if (t == NULL)
+                PyErr_Clear();
+            else if (t == task) {
+                if (w->steps_after == NULL)
+                    w->steps_after = PyList_New(0);
+                found = w->steps_after != NULL
+                        && PyList_Append(w->steps_after, handle) == 0 ? 1 : -1;
+            }
+            Py_XDECREF(t);
+        }
+        Py_DECREF(item);
+    }
+    if (found == 0 && PyErr_Occurred())
+        found = -1;
+    Py_XDECREF(it);
+    Py_DECREF(task);
+    if (found == 1)
+        st->held_back++;
+    return found;
 }
 
 PyObject *
@@ -224,6 +320,14 @@ PyObject *
 gl_step_run(gl_module_state *st, PyObject *handle, PyObject *queue, PyObject *pool,
             gl_step_end *end)
 {
+    int held = hold_back_behind_preempted(st, queue, handle);
+    if (held != 0) {
+        if (end != NULL) {
+            end->finished = 0;
+            end->ran_ns = 0;
+        }
+        return held < 0 ? NULL : Py_NewRef(Py_None);
+    }
     PyObject *idle = pool ? Py_NewRef(pool) : gl_steps_pool(st);
     if (idle == NULL)
         return NULL;

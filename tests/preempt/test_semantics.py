@@ -122,6 +122,63 @@ def test_cancel_while_preempted_lands_at_the_next_await():
     assert progress == ["computed", "cancelled at await"]
 
 
+@pytest.mark.parametrize("future_kind", ["CFuture", "PyFuture"])
+@pytest.mark.parametrize("task_kind", ["CTask", "PyTask"])
+def test_a_step_due_while_its_task_is_preempted_waits_for_that_step(task_kind, future_kind):
+    """A step can schedule its task's next step before it ends: here the
+    task awaits a Future whose add_done_callback (Python code) goes on
+    computing after registering the task's wakeup, and is preempted there;
+    meanwhile another task completes the future.  That wakeup must not run
+    beside the parked step (on CPython's test suite it found the task's
+    context still entered, and the task was never woken): it runs once the
+    parked step has ended, as on stock asyncio, where steps of one task
+    never overlap."""
+    base = asyncio.Future if future_kind == "CFuture" else asyncio.futures._PyFuture
+    events = []
+
+    class ComputingFuture(base):
+        def add_done_callback(self, fn, *, context=None):
+            super().add_done_callback(fn, context=context)
+            burn(0.05)               # preempted here, its wakeup registered
+            events.append("registered")
+
+    async def waiter(fut):
+        value = await fut
+        events.append("woken")
+        return value
+
+    async def completer(fut):
+        await asyncio.sleep(0)
+        fut.set_result(42)
+        events.append("completed")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda loop, context: errors.append(context))
+        task_type = asyncio.Task if task_kind == "CTask" else asyncio.tasks._PyTask
+        fut = ComputingFuture(loop=loop)
+        t1 = task_type(waiter(fut), loop=loop)
+        t2 = task_type(completer(fut), loop=loop)
+        # Not wait_for(): a task never woken would not even finish cancelling.
+        done, _ = await asyncio.wait({t1, t2}, timeout=10)
+        assert done == {t1, t2}, f"the waiter was never woken: {events}, {errors}"
+        return t1.result(), errors
+
+    before = goloop.stats()
+    # Not asyncio.run(): its cleanup would wait forever for a task never woken.
+    loop = goloop.new_event_loop(time_slice=0.002)
+    try:
+        value, errors = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert errors == []
+    assert value == 42
+    assert goloop.stats()["preemptions"] - before["preemptions"] >= 3
+    assert events == ["completed", "registered", "woken"], events
+    assert goloop.stats()["steps_held_back"] - before["steps_held_back"] >= 1
+
+
 CTRL_C_SCRIPT = r"""
 import asyncio, sys, time
 import goloop
