@@ -208,14 +208,24 @@ class Interrupt(Exception):
     pass
 
 
-async def hog(stop, interrupt_at=None):
+async def hog(stop, burning, me, interrupt_at=None):
+    """Burns 20 ms a step until stop; burning[me] is true while its step is
+    inside a burn.  The one given interrupt_at raises KeyboardInterrupt out
+    of a step that was preempted many times, and only once the other hog is
+    inside a burn too: that one is then certainly preempted (only one step
+    runs at a time), so the interrupt always finds a preempted step beside
+    it -- the hazard the control (--unsafe) must lose, whatever the timing."""
     n = 0
     while not stop.is_set():
+        burning[me] = True
         burn(0.02)
+        burning[me] = False
         n += 1
         if interrupt_at is not None and n == interrupt_at:
             interrupt_at = None
-            raise KeyboardInterrupt    # out of a step that was preempted many times
+            while not burning[1 - me] and not stop.is_set():
+                burn(0.001)
+            raise KeyboardInterrupt
         await asyncio.sleep(0)
 
 
@@ -228,7 +238,9 @@ async def workload(rng, counts, interrupt=False):
     server = await asyncio.start_server(echo_client, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
-    hogs = [asyncio.ensure_future(hog(stop, 3 if interrupt and i == 0 else None)) for i in range(2)]
+    burning = [False, False]
+    hogs = [asyncio.ensure_future(hog(stop, burning, i, 3 if interrupt and i == 0 else None))
+            for i in range(2)]
     try:
         tasks = []
         for _ in range(ARGS.tasks):
