@@ -159,6 +159,17 @@ worker_take(gl_module_state *st, PyObject *idle)
     return w;
 }
 
+/* Give w the step of `handle` (a new reference taken): its per-step marks
+ * start afresh. */
+static void
+worker_begin_step(GoroutineObject *w, PyObject *handle)
+{
+    Py_XSETREF(w->step_handle, handle);
+    w->locks_held = 0;
+    w->preempt_deferred = 0;
+    w->step_ran_ns = 0;
+}
+
 /* The next step held back on w for its task (see top), not cancelled
  * meanwhile: a new reference, or NULL when none is left. */
 static PyObject *
@@ -220,10 +231,7 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
         if (pinned)
             Py_XDECREF(gl_greenlets_pinned_worker(next));
         Py_DECREF(r);
-        w->step_handle = next;
-        w->locks_held = 0;
-        w->preempt_deferred = 0;
-        w->step_ran_ns = 0;
+        worker_begin_step(w, next);
         value = next;
         exc = NULL;
     }
@@ -340,10 +348,7 @@ gl_step_run(gl_module_state *st, PyObject *handle, PyObject *queue, PyObject *po
         w = worker_take(st, idle);
     PyObject *r = NULL;
     if (w != NULL) {
-        Py_XSETREF(w->step_handle, Py_NewRef(handle));
-        w->locks_held = 0;
-        w->preempt_deferred = 0;
-        w->step_ran_ns = 0;
+        worker_begin_step(w, Py_NewRef(handle));
         r = run_stretch(st, w, handle, NULL, idle, queue, end);
         Py_DECREF(w);
     }
