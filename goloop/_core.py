@@ -5,7 +5,9 @@ The core makes and runs asyncio's own Handle and TimerHandle objects from C
 those classes here, once, with the two things it leaves to Python because
 they run only on error or in debug mode: the report of a callback's
 exception (what Handle._run does) and the slow-callback warning (what
-BaseEventLoop._run_once logs).
+BaseEventLoop._run_once logs).  Its create_future and create_task look up
+futures.Future and tasks.Task at each call, and leave what they do not
+take (a task factory, debug mode, errors) to BaseEventLoop's.
 """
 import asyncio
 import collections
@@ -54,4 +56,7 @@ _goloop._setup_loop_core(
     report_callback_error,
     report_slow_callback,
     format_helpers.extract_stack,
+    asyncio.futures,
+    asyncio.tasks,
+    base_events.BaseEventLoop,
 )

@@ -52,6 +52,10 @@
 /* Per thread, as greenlet's trace function and the worker pool are. */
 static _Thread_local int traced;             /* our trace function is in */
 static _Thread_local Py_ssize_t pinned;      /* workers stored on tasks */
+/* pinned summed over threads (changed under the GIL): every step asks
+ * whether its task has a worker pinned, and a plain global answers the
+ * usual "none anywhere" without a thread-local lookup (__tls_get_addr). */
+static Py_ssize_t pinned_anywhere;
 
 /* ---- the trace function ------------------------------------------------ */
 
@@ -245,8 +249,10 @@ gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle)
         keep = 0;
     }
     Py_DECREF(task);
-    if (keep)
+    if (keep) {
         pinned++;
+        pinned_anywhere++;
+    }
     else {
         w->greenlet_used = 0;
         Py_CLEAR(w->greenlets);
@@ -257,7 +263,7 @@ gl_greenlets_keep(gl_module_state *st, GoroutineObject *w, PyObject *handle)
 GoroutineObject *
 gl_greenlets_pinned_worker(PyObject *handle)
 {
-    if (pinned == 0)
+    if (pinned_anywhere == 0 || pinned == 0)
         return NULL;
     PyObject *task = gl_step_task(handle);
     PyObject *dict = task ? PyObject_GenericGetDict(task, NULL) : NULL;
@@ -267,6 +273,7 @@ gl_greenlets_pinned_worker(PyObject *handle)
         if (PyDict_DelItemString(dict, PIN_ATTR) < 0)
             PyErr_Clear();
         pinned--;
+        pinned_anywhere--;
     }
     PyErr_Clear();
     Py_XDECREF(dict);

@@ -58,6 +58,14 @@ struct gl_core {
     PyObject *report_error;          /* f(handle, exc): Handle._run's report */
     PyObject *report_slow;           /* f(loop, handle, seconds): debug mode */
     PyObject *extract_stack;         /* asyncio.format_helpers.extract_stack */
+    PyObject *futures_module;        /* asyncio.futures (its Future, at each
+                                        create_future) */
+    PyObject *tasks_module;          /* asyncio.tasks (its Task) */
+    PyTypeObject *base_loop_type;    /* asyncio.BaseEventLoop (its Python
+                                        methods, for what the core's leave) */
+    PyObject *kw_loop;               /* ("loop",) */
+    PyObject *kw_seen, *kw_task;     /* create_task's last kwnames, and
+                                        ("loop",) + them */
     /* Byte offsets of the slots of Handle and TimerHandle. */
     Py_ssize_t off_callback, off_args, off_cancelled, off_loop,
                off_source_traceback, off_repr, off_context;
@@ -71,7 +79,8 @@ struct gl_core {
     PyObject *str_run, *str_selector, *str_select, *str_process_events,
              *str_write_to_self, *str_current_handle,
              *str_slow_callback_duration, *str_check_thread,
-             *str_check_callback, *str_check_closed;
+             *str_check_callback, *str_check_closed, *str_Future, *str_Task,
+             *str_task_factory, *str_create_future, *str_create_task;
 };
 
 #define GL_SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -85,16 +94,19 @@ int gl_core_stats(gl_module_state *st, PyObject *d);
 /* A new Handle (when is NULL) or TimerHandle of loop: asyncio's __init__,
  * done in C (or asyncio's own in debug mode, which records the stack).
  * args: a tuple (borrowed); context: borrowed, or NULL for a copy of the
- * current one. */
+ * current one.  hidden: NULL, or where to say that the handle (one reused
+ * from the freelist) is still off the collector's lists, for a caller that
+ * puts it straight into the ready queue (gl_ready_push_hidden). */
 PyObject *gl_handle_new(struct gl_core *c, PyObject *loop, int debug,
                         PyObject *callback, PyObject *args,
-                        PyObject *context, PyObject *when);
+                        PyObject *context, PyObject *when, int *hidden);
 /* Debug mode: set handle's _source_traceback to the stack from the Python
  * frame that called into the core. */
 int gl_handle_record_stack(struct gl_core *c, PyObject *handle);
 /* Release a handle the loop is done with (steals the reference): a plain
- * Handle nobody else holds goes to the freelist for gl_handle_new. */
-void gl_handle_release(struct gl_core *c, PyObject *handle);
+ * Handle nobody else holds goes to the freelist for gl_handle_new.
+ * hidden: the handle is still off the collector's lists (gl_ready_take). */
+void gl_handle_release(struct gl_core *c, PyObject *handle, int hidden);
 /* Is the handle cancelled? (its _cancelled slot; -1 on error) */
 int gl_handle_cancelled(struct gl_core *c, PyObject *handle);
 /* Run the handle's callback in its context, as Handle._run does: 0 when it
@@ -128,8 +140,14 @@ typedef struct {
 } gl_ready;
 
 int gl_ready_push(gl_ready *q, PyObject *handle, int step);   /* steals */
+/* The same for a handle already off the collector's lists when hidden is
+ * 1 (from gl_handle_new); the queue puts it back when it leaves. */
+int gl_ready_push_hidden(gl_ready *q, PyObject *handle, int step, int hidden);
 /* The oldest entry (its reference passes to the caller); q->n > 0. */
 gl_ready_entry gl_ready_pop(gl_ready *q);
+/* The same, left off the collector's lists if it was (e.untracked): for
+ * the loop, which runs it and then gives it to gl_handle_release. */
+gl_ready_entry gl_ready_take(gl_ready *q);
 void gl_ready_clear(gl_ready *q);
 void gl_ready_free(gl_ready *q);
 int gl_ready_traverse(gl_ready *q, int owned, visitproc visit, void *arg);
@@ -153,8 +171,10 @@ typedef struct {
 } gl_timers;
 
 int gl_timers_push(gl_timers *t, double when, PyObject *handle);   /* new ref */
-/* Pop the earliest (its reference passes to the caller); t->n > 0. */
-PyObject *gl_timers_pop(gl_timers *t);
+/* Pop the earliest (its reference passes to the caller); t->n > 0.
+ * hidden: NULL, or where to say that it is still off the collector's lists
+ * (for gl_ready_push_hidden). */
+PyObject *gl_timers_pop(gl_timers *t, int *hidden);
 /* Drop cancelled timers: all of them when they are many, else those at
  * the head; each gets _scheduled = False.  -1 on error. */
 int gl_timers_drop_cancelled(struct gl_core *c, gl_timers *t);
@@ -187,6 +207,8 @@ PyObject *gl_step_run(gl_module_state *st, PyObject *handle, PyObject *queue,
  * NULL).  None, or NULL; `end` as for gl_step_run. */
 PyObject *gl_step_resume(gl_module_state *st, PyObject *queue, PyObject *exc,
                          gl_step_end *end);
+/* How many preempted steps wait in queue (-1 with an exception). */
+Py_ssize_t gl_steps_waiting(gl_module_state *st, PyObject *queue);
 /* Did exc come out of a task step (the last one that raised)? */
 int gl_step_raised(gl_module_state *st, PyObject *exc);
 

@@ -43,26 +43,34 @@ slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
     return ok ? 0 : -1;
 }
 
+/* Keep obj in *into if it is what `ok` says it is (`what`: "a class"...). */
+static int
+take_checked(PyObject *obj, PyObject **into, int ok, const char *what)
+{
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "expected %s, got %R", what, obj);
+        return -1;
+    }
+    Py_XSETREF(*into, Py_NewRef(obj));
+    return 0;
+}
+
 static int
 take_type(PyObject *obj, PyTypeObject **into)
 {
-    if (!PyType_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "expected a class, got %R", obj);
-        return -1;
-    }
-    Py_XSETREF(*into, (PyTypeObject *)Py_NewRef(obj));
-    return 0;
+    return take_checked(obj, (PyObject **)into, PyType_Check(obj), "a class");
 }
 
 static int
 take_callable(PyObject *obj, PyObject **into)
 {
-    if (!PyCallable_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "expected a callable, got %R", obj);
-        return -1;
-    }
-    Py_XSETREF(*into, Py_NewRef(obj));
-    return 0;
+    return take_checked(obj, into, PyCallable_Check(obj), "a callable");
+}
+
+static int
+take_module(PyObject *obj, PyObject **into)
+{
+    return take_checked(obj, into, PyModule_Check(obj), "a module");
 }
 
 static int
@@ -75,13 +83,16 @@ intern_into(PyObject **into, const char *s)
 
 /* _setup_loop_core(Handle, TimerHandle, ThreadSafeHandle or None, Task,
  *                  PyTask, deque, SelectorKey, report_error, report_slow,
- *                  extract_stack) */
+ *                  extract_stack, futures module, tasks module,
+ *                  BaseEventLoop) */
 int
 gl_core_setup(gl_module_state *st, PyObject *args)
 {
     PyObject *h, *th, *tsh, *task, *pytask, *deque, *skey, *report, *slow, *extract;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:_setup_loop_core", &h, &th, &tsh, &task,
-                          &pytask, &deque, &skey, &report, &slow, &extract))
+    PyObject *futures, *tasks, *base_loop;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOO:_setup_loop_core", &h, &th, &tsh, &task,
+                          &pytask, &deque, &skey, &report, &slow, &extract,
+                          &futures, &tasks, &base_loop))
         return -1;
     struct gl_core *c = st->core;
     if (c == NULL) {
@@ -100,7 +111,12 @@ gl_core_setup(gl_module_state *st, PyObject *args)
             || take_type(skey, &c->selector_key_type) < 0
             || take_callable(report, &c->report_error) < 0
             || take_callable(slow, &c->report_slow) < 0
-            || take_callable(extract, &c->extract_stack) < 0)
+            || take_callable(extract, &c->extract_stack) < 0
+            || take_module(futures, &c->futures_module) < 0
+            || take_module(tasks, &c->tasks_module) < 0
+            || take_type(base_loop, &c->base_loop_type) < 0)
+        return -1;
+    if (c->kw_loop == NULL && (c->kw_loop = Py_BuildValue("(s)", "loop")) == NULL)
         return -1;
     if (!PyType_IsSubtype(c->timer_type, c->handle_type)) {
         PyErr_SetString(PyExc_TypeError, "TimerHandle must subclass Handle");
@@ -127,7 +143,12 @@ gl_core_setup(gl_module_state *st, PyObject *args)
             || intern_into(&c->str_check_thread, "_check_thread") < 0
             || intern_into(&c->str_check_callback, "_check_callback") < 0
             || intern_into(&c->str_check_closed, "_check_closed") < 0
-            || intern_into(&c->str_context, "context") < 0)
+            || intern_into(&c->str_context, "context") < 0
+            || intern_into(&c->str_Future, "Future") < 0
+            || intern_into(&c->str_Task, "Task") < 0
+            || intern_into(&c->str_task_factory, "_task_factory") < 0
+            || intern_into(&c->str_create_future, "create_future") < 0
+            || intern_into(&c->str_create_task, "create_task") < 0)
         return -1;
     return 0;
 }
@@ -149,6 +170,9 @@ gl_core_traverse(gl_module_state *st, visitproc visit, void *arg)
     Py_VISIT(c->report_error);
     Py_VISIT(c->report_slow);
     Py_VISIT(c->extract_stack);
+    Py_VISIT(c->futures_module);
+    Py_VISIT(c->tasks_module);
+    Py_VISIT(c->base_loop_type);
     return 0;
 }
 
@@ -170,6 +194,17 @@ gl_core_free(gl_module_state *st)
     Py_CLEAR(c->report_error);
     Py_CLEAR(c->report_slow);
     Py_CLEAR(c->extract_stack);
+    Py_CLEAR(c->futures_module);
+    Py_CLEAR(c->tasks_module);
+    Py_CLEAR(c->base_loop_type);
+    Py_CLEAR(c->kw_loop);
+    Py_CLEAR(c->kw_seen);
+    Py_CLEAR(c->kw_task);
+    Py_CLEAR(c->str_Future);
+    Py_CLEAR(c->str_Task);
+    Py_CLEAR(c->str_task_factory);
+    Py_CLEAR(c->str_create_future);
+    Py_CLEAR(c->str_create_task);
     Py_CLEAR(c->str_run);
     Py_CLEAR(c->str_selector);
     Py_CLEAR(c->str_select);
@@ -215,9 +250,18 @@ gl_handle_record_stack(struct gl_core *c, PyObject *handle)
     return 0;
 }
 
+/* Set a slot that a reused handle may already hold with the same value
+ * (False, None): written only when it differs. */
+static void
+slot_put(PyObject *obj, Py_ssize_t off, PyObject *value)   /* borrowed */
+{
+    if (GL_SLOT(obj, off) != value)
+        slot_set(obj, off, Py_NewRef(value));
+}
+
 PyObject *
 gl_handle_new(struct gl_core *c, PyObject *loop, int debug, PyObject *callback,
-              PyObject *args, PyObject *context, PyObject *when)
+              PyObject *args, PyObject *context, PyObject *when, int *hidden)
 {
     assert(PyTuple_Check(args));
     PyTypeObject *tp = when ? c->timer_type : c->handle_type;
@@ -226,9 +270,15 @@ gl_handle_new(struct gl_core *c, PyObject *loop, int debug, PyObject *callback,
     if (ctx == NULL)
         return NULL;
     PyObject *h;
+    if (hidden != NULL)
+        *hidden = 0;
     if (!when && c->n_free_handles > 0) {
+        /* Off the collector's lists since it was released (see there). */
         h = c->free_handles[--c->n_free_handles];
-        PyObject_GC_Track(h);
+        if (hidden != NULL)
+            *hidden = 1;
+        else
+            PyObject_GC_Track(h);
     }
     else if ((h = tp->tp_alloc(tp, 0)) == NULL) {
         Py_DECREF(ctx);
@@ -239,14 +289,16 @@ gl_handle_new(struct gl_core *c, PyObject *loop, int debug, PyObject *callback,
     slot_set(h, c->off_loop, Py_NewRef(loop));
     slot_set(h, c->off_callback, Py_NewRef(callback));
     slot_set(h, c->off_args, Py_NewRef(args));
-    slot_set(h, c->off_cancelled, Py_NewRef(Py_False));
-    slot_set(h, c->off_repr, Py_NewRef(Py_None));
-    slot_set(h, c->off_source_traceback, Py_NewRef(Py_None));
+    slot_put(h, c->off_cancelled, Py_False);
+    slot_put(h, c->off_repr, Py_None);
+    slot_put(h, c->off_source_traceback, Py_None);
     if (when) {
         slot_set(h, c->off_when, Py_NewRef(when));
         slot_set(h, c->off_scheduled, Py_NewRef(Py_False));
     }
     if (debug && gl_handle_record_stack(c, h) < 0) {
+        if (hidden != NULL)
+            gl_gc_show(h, *hidden);
         Py_DECREF(h);
         return NULL;
     }
@@ -261,26 +313,46 @@ gl_handle_new(struct gl_core *c, PyObject *loop, int debug, PyObject *callback,
  * weak-reference list is at tp_weaklistoffset from the object whatever the
  * offset's sign: from 3.12 asyncio's Handle has a managed one (__weakref__
  * in __slots__ gives a negative offset, into the pre-header), found there
- * as CPython's own _PyObject_GET_WEAKREFS_LISTPTR finds it (3.11–3.15). */
+ * as CPython's own _PyObject_GET_WEAKREFS_LISTPTR finds it (3.11–3.15).
+ *
+ * A kept handle keeps the constants it holds when they are the ones
+ * gl_handle_new writes (False, None), and stays off the collector's lists
+ * (it refers to nothing else): a handle that went from the freelist to the
+ * ready queue and back is never tracked in between (gl_ready_take). */
+static PyObject *
+slot_take(PyObject *obj, Py_ssize_t off)
+{
+    PyObject *v = GL_SLOT(obj, off);
+    GL_SLOT(obj, off) = NULL;
+    return v;
+}
+
+static PyObject *
+slot_take_unless(PyObject *obj, Py_ssize_t off, PyObject *keep)
+{
+    return GL_SLOT(obj, off) == keep ? NULL : slot_take(obj, off);
+}
+
 void
-gl_handle_release(struct gl_core *c, PyObject *h)
+gl_handle_release(struct gl_core *c, PyObject *h, int hidden)
 {
     PyTypeObject *tp = Py_TYPE(h);
     if (Py_REFCNT(h) != 1 || tp != c->handle_type || c->n_free_handles >= GL_HANDLE_FREELIST
             || (tp->tp_weaklistoffset != 0
                 && *(PyObject **)((char *)h + tp->tp_weaklistoffset) != NULL)) {
+        gl_gc_show(h, hidden);
         Py_DECREF(h);
         return;
     }
     PyObject *old[7] = {
-        GL_SLOT(h, c->off_callback), GL_SLOT(h, c->off_args), GL_SLOT(h, c->off_cancelled),
-        GL_SLOT(h, c->off_loop), GL_SLOT(h, c->off_source_traceback), GL_SLOT(h, c->off_repr),
-        GL_SLOT(h, c->off_context),
+        slot_take(h, c->off_callback), slot_take(h, c->off_args),
+        slot_take(h, c->off_loop), slot_take(h, c->off_context),
+        slot_take_unless(h, c->off_cancelled, Py_False),
+        slot_take_unless(h, c->off_repr, Py_None),
+        slot_take_unless(h, c->off_source_traceback, Py_None),
     };
-    GL_SLOT(h, c->off_callback) = GL_SLOT(h, c->off_args) = GL_SLOT(h, c->off_cancelled) = NULL;
-    GL_SLOT(h, c->off_loop) = GL_SLOT(h, c->off_source_traceback) = NULL;
-    GL_SLOT(h, c->off_repr) = GL_SLOT(h, c->off_context) = NULL;
-    PyObject_GC_UnTrack(h);
+    if (!hidden)
+        gl_gc_hide(h);
     c->free_handles[c->n_free_handles++] = h;
     /* Released last: a finalizer run from here may make handles. */
     for (int i = 0; i < 7; i++)

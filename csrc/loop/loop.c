@@ -4,7 +4,8 @@
  * goloop.EventLoop is `class EventLoop(LoopCore, asyncio.SelectorEventLoop)`
  * (core.h).  LoopCore defines the methods every callback and every task step
  * goes through — call_soon, call_soon_threadsafe, call_later, call_at,
- * time, _run_once, _add_callback, _timer_handle_cancelled — and keeps the
+ * time, _run_once, _add_callback, _timer_handle_cancelled, and the
+ * factories create_future and create_task — and keeps the
  * loop state those methods and asyncio's Python code share as C fields
  * behind attributes of asyncio's names (_closed, _stopping, _debug,
  * _clock_resolution, _timer_cancelled_count, _ready, _scheduled), so
@@ -254,11 +255,13 @@ static PyObject *
 schedule_soon(CoreObject *self, PyObject *callback, PyObject *args, PyObject *context)
 {
     struct gl_core *c = core_of(self);
+    int hidden;
     PyObject *h = gl_handle_new(c, (PyObject *)self, self->is_debug, callback, args,
-                                context, NULL);
+                                context, NULL, &hidden);
     if (h == NULL)
         return NULL;
-    if (gl_ready_push(&self->ready, Py_NewRef(h), is_task_step(c, callback)) < 0) {
+    if (gl_ready_push_hidden(&self->ready, Py_NewRef(h), is_task_step(c, callback),
+                             hidden) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -357,7 +360,7 @@ schedule_at(CoreObject *self, PyObject *when, double due, PyObject *const *args,
     if (cbargs == NULL)
         return NULL;
     PyObject *h = gl_handle_new(c, (PyObject *)self, self->is_debug, args[0], cbargs,
-                                context, when);
+                                context, when, NULL);
     Py_DECREF(cbargs);
     if (h == NULL)
         return NULL;
@@ -464,6 +467,124 @@ core_timer_handle_cancelled(CoreObject *self, PyObject *handle)
     Py_RETURN_NONE;
 }
 
+/* ---- futures and tasks ------------------------------------------------- */
+
+/* BaseEventLoop's create_future, create_task and get_debug, in C: every
+ * Future and Task asks its loop's get_debug() when it is made, and
+ * create_task() adds two Python frames (itself and _check_closed) to each
+ * task's start — a tenth of what a trivial task costs.  They do what the
+ * running version's Python does, looking up futures.Future and tasks.Task
+ * at each call as it does (tests and tools replace them).  They take the
+ * common case — not in debug mode, whose creation tracebacks show
+ * asyncio's own frames; for create_task, no task factory, the loop open,
+ * the keywords the version accepts — and leave anything else, errors
+ * included, to BaseEventLoop's method, which then does exactly what it
+ * would. */
+
+static PyObject *
+core_get_debug(CoreObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self->debug ? self->debug : Py_False);
+}
+
+/* BaseEventLoop's method `name` called on self. */
+static PyObject *
+call_base_method(CoreObject *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    PyObject *func = PyObject_GetAttr((PyObject *)core_of(self)->base_loop_type, name);
+    PyObject *bound = func ? PyMethod_New(func, (PyObject *)self) : NULL;
+    Py_XDECREF(func);
+    PyObject *r = bound ? PyObject_Vectorcall(bound, args, (size_t)nargs, kwnames) : NULL;
+    Py_XDECREF(bound);
+    return r;
+}
+
+static PyObject *
+core_create_future(CoreObject *self, PyObject *unused)
+{
+    (void)unused;
+    struct gl_core *c = core_of(self);
+    if (self->is_debug)
+        return call_base_method(self, c->str_create_future, NULL, 0, NULL);
+    PyObject *future = PyObject_GetAttr(c->futures_module, c->str_Future);
+    if (future == NULL)
+        return NULL;
+    PyObject *stack[1] = {(PyObject *)self};
+    PyObject *r = PyObject_Vectorcall(future, stack, 0, c->kw_loop);
+    Py_DECREF(future);
+    return r;
+}
+
+/* The keywords Task(coro, loop=self, **kwargs) gets: ("loop",) + kwnames,
+ * remembered for the last kwnames seen (callers pass the same constant
+ * tuple each time); NULL (no exception) when the fast path cannot take
+ * them. */
+static PyObject *
+task_kwnames(struct gl_core *c, PyObject *kwnames)
+{
+    if (kwnames == NULL)
+        return c->kw_loop;
+    if (kwnames == c->kw_seen)
+        return c->kw_task;
+    Py_ssize_t n = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+#if GL_PY_MINOR <= 13
+        /* create_task(coro, *, name=None, context=None) */
+        if (PyUnicode_CompareWithASCIIString(k, "name") != 0
+                && PyUnicode_CompareWithASCIIString(k, "context") != 0)
+            return NULL;
+#else
+        /* create_task(coro, **kwargs), passed on after loop=self */
+        if (PyUnicode_CompareWithASCIIString(k, "loop") == 0)
+            return NULL;
+#endif
+    }
+    PyObject *t = PyTuple_New(n + 1);
+    if (t == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(PyTuple_GET_ITEM(c->kw_loop, 0)));
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(t, i + 1, Py_NewRef(PyTuple_GET_ITEM(kwnames, i)));
+    Py_XSETREF(c->kw_seen, Py_NewRef(kwnames));
+    Py_XSETREF(c->kw_task, t);
+    return t;
+}
+
+#define TASK_MAX_KWARGS 8
+
+static PyObject *
+core_create_task(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    struct gl_core *c = core_of(self);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *names = NULL;
+    if (nargs == 1 && nkw <= TASK_MAX_KWARGS && !self->closed && !self->is_debug)
+        names = task_kwnames(c, kwnames);
+    PyObject *factory = names ? PyObject_GetAttr((PyObject *)self, c->str_task_factory) : NULL;
+    if (factory == NULL && PyErr_Occurred())
+        return NULL;
+    Py_XDECREF(factory);
+    if (factory != Py_None)
+        return call_base_method(self, c->str_create_task, args, nargs, kwnames);
+    PyObject *task = PyObject_GetAttr(c->tasks_module, c->str_Task);
+    if (task == NULL)
+        return NULL;
+    /* Task(coro, loop=self, **kwargs): loop=self is the first keyword. */
+    PyObject *stack[2 + TASK_MAX_KWARGS];
+    stack[0] = args[0];
+    stack[1] = (PyObject *)self;
+    for (Py_ssize_t i = 0; i < nkw; i++)
+        stack[2 + i] = args[1 + i];
+    PyObject *r = PyObject_Vectorcall(task, stack, 1, names);
+    Py_DECREF(task);
+    return r;
+}
+
 /* ---- readers and writers ---------------------------------------------- */
 
 /* The loop's Poller, or NULL with an exception (another selector: the
@@ -492,7 +613,7 @@ add_watch(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     if (cbargs == NULL)
         return NULL;
     PyObject *h = gl_handle_new(core_of(self), (PyObject *)self, self->is_debug, args[1],
-                                cbargs, context, NULL);
+                                cbargs, context, NULL, NULL);
     Py_DECREF(cbargs);
     if (h != NULL && gl_poller_add(p, args[0], event, h) < 0)
         Py_CLEAR(h);
@@ -538,7 +659,7 @@ core_remove_writer(CoreObject *self, PyObject *fd)
 static Py_ssize_t
 preempted_count(CoreObject *self)
 {
-    return self->preempted ? PyObject_Size(self->preempted) : 0;
+    return self->preempted ? gl_steps_waiting(self->st, self->preempted) : 0;
 }
 
 /* A timer whose `when` was not a number (call_at): fail as asyncio's
@@ -774,19 +895,21 @@ run_once(CoreObject *self)
     while (self->timers.n > 0 && self->timers.heap[0].when < end) {
         if (check_bad_when(self, self->timers.heap[0].handle, Py_GE) < 0)
             return -1;
-        PyObject *h = gl_timers_pop(&self->timers);
+        int hidden;
+        PyObject *h = gl_timers_pop(&self->timers, &hidden);
         Py_XSETREF(GL_SLOT(h, c->off_scheduled), Py_NewRef(Py_False));
-        if (gl_ready_push(&self->ready, h, 0) < 0)
+        if (gl_ready_push_hidden(&self->ready, h, 0, hidden) < 0)
             return -1;
     }
     /* The batch: what is ready now, not what it schedules. */
     for (size_t todo = self->ready.n; todo > 0 && self->ready.n > 0; todo--) {
-        gl_ready_entry e = gl_ready_pop(&self->ready);
+        /* Run off the collector's lists, as it waited (handles.c). */
+        gl_ready_entry e = gl_ready_take(&self->ready);
         int cancelled = gl_handle_cancelled(c, e.handle);
         int rc = cancelled < 0 ? -1
                  : cancelled ? 0
                  : self->is_debug ? run_entry_debug(self, e) : run_entry(self, e, NULL);
-        gl_handle_release(c, e.handle);
+        gl_handle_release(c, e.handle, e.untracked);
         if (rc < 0)
             return -1;
     }
@@ -1129,6 +1252,13 @@ static PyMethodDef core_methods[] = {
      "call_at(when, callback, *args, context=None)\n--\n\n"
      "Call callback(*args) at loop time when; returns a TimerHandle."},
     {"_call_soon", (PyCFunction)(void (*)(void))core__call_soon, METH_FASTCALL, NULL},
+    {"create_future", (PyCFunction)core_create_future, METH_NOARGS,
+     "create_future()\n--\n\nCreate a Future object attached to the loop."},
+    {"create_task", FASTCALL_KW(core_create_task),
+     "create_task(coro, **kwargs)\n--\n\nSchedule the execution of a coroutine "
+     "object in a Task; return the Task."},
+    {"get_debug", (PyCFunction)core_get_debug, METH_NOARGS,
+     "get_debug()\n--\n\nIs the loop in debug mode?"},
     {"time", (PyCFunction)core_time, METH_NOARGS,
      "time()\n--\n\nThe loop's clock: time.monotonic()."},
     {"_add_callback", (PyCFunction)core_add_callback, METH_O, NULL},

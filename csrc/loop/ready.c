@@ -37,27 +37,41 @@ grow(gl_ready *q)
 }
 
 int
-gl_ready_push(gl_ready *q, PyObject *handle, int step)
+gl_ready_push_hidden(gl_ready *q, PyObject *handle, int step, int hidden)
 {
     if (q->n == q->cap && grow(q) < 0) {
+        gl_gc_show(handle, hidden);
         Py_DECREF(handle);
         return -1;
     }
     gl_ready_entry *e = &q->ring[(q->head + q->n) & (q->cap - 1)];
     e->handle = handle;
     e->step = step;
-    e->untracked = gl_gc_hide(handle);
+    e->untracked = hidden ? 1 : gl_gc_hide(handle);
     q->n++;
     return 0;
 }
 
+int
+gl_ready_push(gl_ready *q, PyObject *handle, int step)
+{
+    return gl_ready_push_hidden(q, handle, step, 0);
+}
+
 gl_ready_entry
-gl_ready_pop(gl_ready *q)
+gl_ready_take(gl_ready *q)
 {
     assert(q->n > 0);
     gl_ready_entry e = q->ring[q->head];
     q->head = (q->head + 1) & (q->cap - 1);
     q->n--;
+    return e;
+}
+
+gl_ready_entry
+gl_ready_pop(gl_ready *q)
+{
+    gl_ready_entry e = gl_ready_take(q);
     gl_gc_show(e.handle, e.untracked);
     return e;
 }

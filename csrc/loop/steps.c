@@ -255,13 +255,23 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
     return ok ? Py_NewRef(Py_None) : NULL;
 }
 
+/* The loop's own queue is an exact deque, whose length is its ob_size (as
+ * deque's __len__ reads it): asked on every step, without a len() call. */
+Py_ssize_t
+gl_steps_waiting(gl_module_state *st, PyObject *queue)
+{
+    if ((PyObject *)Py_TYPE(queue) == st->core->deque_type)
+        return Py_SIZE(queue);
+    return PyObject_Size(queue);
+}
+
 /* Is handle a step of a task whose previous step is preempted (a worker in
  * queue)?  Then it is held back on that worker (see top): 1.  0: it may
  * run now; -1: an error. */
 static int
 hold_back_behind_preempted(gl_module_state *st, PyObject *queue, PyObject *handle)
 {
-    Py_ssize_t waiting = PyObject_Size(queue);
+    Py_ssize_t waiting = gl_steps_waiting(st, queue);
     if (waiting <= 0)
         return waiting < 0 ? -1 : 0;
     PyObject *task = gl_step_task(handle);
@@ -367,7 +377,7 @@ gl_step_resume(gl_module_state *st, PyObject *queue, PyObject *exc, gl_step_end 
                      Py_TYPE(exc)->tp_name);
         return NULL;
     }
-    Py_ssize_t waiting = PyObject_Size(queue);
+    Py_ssize_t waiting = gl_steps_waiting(st, queue);
     if (waiting < 0)
         return NULL;
     if (waiting == 0)

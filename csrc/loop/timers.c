@@ -85,11 +85,14 @@ gl_timers_push(gl_timers *t, double when, PyObject *handle)
 }
 
 PyObject *
-gl_timers_pop(gl_timers *t)
+gl_timers_pop(gl_timers *t, int *hidden)
 {
     assert(t->n > 0);
     PyObject *h = t->heap[0].handle;
-    gl_gc_show(h, t->heap[0].untracked);
+    if (hidden != NULL)
+        *hidden = t->heap[0].untracked;
+    else
+        gl_gc_show(h, t->heap[0].untracked);
     if (--t->n > 0) {
         t->heap[0] = t->heap[t->n];
         sift_down(t->heap, t->n, 0);
@@ -150,7 +153,7 @@ gl_timers_drop_cancelled(struct gl_core *c, gl_timers *t)
         }
         if (t->zombies > 0)
             t->zombies--;
-        unschedule(c, gl_timers_pop(t));
+        unschedule(c, gl_timers_pop(t, NULL));
     }
     return 0;
 }

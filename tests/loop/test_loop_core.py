@@ -19,7 +19,7 @@ import weakref
 import pytest
 
 import goloop
-from loop_helpers import KINDS, make_loop, run_on
+from loop_helpers import KINDS, make_loop, normalize, run_on
 
 
 def _noop(*args):
@@ -549,3 +549,104 @@ def test_an_unclosed_loop_dropped_with_callbacks_waiting_is_collected():
         del held
         gc.collect()
     assert ref() is None
+
+
+# ---- create_future, create_task, get_debug (the core's factories) ---------
+
+
+async def _answer(x=1):
+    return x
+
+
+def _factories_scenario(kind):
+    """What create_future/create_task/get_debug give, and how they fail, on
+    a loop of `kind`: every case the core takes itself and every case it
+    hands to BaseEventLoop's methods."""
+    seen = []
+
+    def attempt(label, fn):
+        try:
+            seen.append((label, "ok", fn()))
+        except BaseException as e:  # noqa: B902 - the type is compared
+            seen.append((label, type(e), normalize(str(e))))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        seen.append(("future", type(fut) is asyncio.Future, fut.get_loop() is loop, loop.get_debug()))
+        t = loop.create_task(_answer())
+        seen.append(("plain", await t, type(t) is asyncio.Task, t.get_loop() is loop))
+        t = loop.create_task(_answer(2), name="named")
+        seen.append(("named", await t, t.get_name()))
+        ctx = contextvars.copy_context()
+        t = loop.create_task(_answer(3), name="ctx", context=ctx)
+        seen.append(("context", await t, t.get_name(), t.get_context() is ctx))
+        refused = [_answer() for _ in range(3)]
+        for label, args, kwargs in [
+            ("unknown keyword", (refused[0],), {"colour": 1}),
+            ("loop keyword", (refused[1],), {"loop": loop}),
+            ("no coroutine", (), {}),
+            ("two positionals", (refused[2], "x"), {}),
+            ("not a coroutine", (42,), {}),
+        ]:
+            attempt(label, lambda: loop.create_task(*args, **kwargs))
+        for coro in refused:
+            coro.close()
+
+        made = []
+
+        def factory(lp, coro, **kwargs):
+            made.append(sorted(kwargs))
+            return asyncio.Task(coro, loop=lp, **kwargs)
+
+        loop.set_task_factory(factory)
+        t = loop.create_task(_answer(4), name="factory")
+        seen.append(("factory", await t, t.get_name(), made))
+        loop.set_task_factory(None)
+
+        class MyTask(asyncio.Task):
+            pass
+
+        class MyFuture(asyncio.Future):
+            pass
+
+        # Replaced in asyncio's modules: looked up at each call, as asyncio's
+        # Python looks them up.
+        real_task, real_future = asyncio.tasks.Task, asyncio.futures.Future
+        asyncio.tasks.Task, asyncio.futures.Future = MyTask, MyFuture
+        try:
+            t = loop.create_task(_answer(5))
+            f = loop.create_future()
+        finally:
+            asyncio.tasks.Task, asyncio.futures.Future = real_task, real_future
+        seen.append(("replaced", type(t).__name__, await t, type(f).__name__))
+        f.cancel()
+
+        loop.set_debug(True)
+        t = loop.create_task(_answer(6))
+        seen.append(("debug", loop.get_debug(), await t, t._source_traceback[-1].name))
+        loop.set_debug(False)
+
+    with asyncio.Runner(loop_factory=lambda: make_loop(kind)) as runner:
+        runner.run(main())
+    loop = make_loop(kind)
+    loop.close()
+    coro = _answer()
+    attempt("closed", lambda: loop.create_task(coro))
+    coro.close()
+    return seen
+
+
+def test_create_future_and_create_task_do_what_asyncio_does():
+    stock = _factories_scenario("asyncio")
+    ours = _factories_scenario("goloop")
+    assert ours == stock
+    assert ("closed", RuntimeError, "Event loop is closed") in stock
+    assert ("replaced", "MyTask", 5, "MyFuture") in stock
+
+
+def test_create_future_and_create_task_are_the_cores():
+    """goloop's loop answers them from C (not BaseEventLoop's Python)."""
+    assert goloop.EventLoop.create_task is goloop._goloop.LoopCore.create_task
+    assert goloop.EventLoop.create_future is goloop._goloop.LoopCore.create_future
+    assert goloop.EventLoop.get_debug is goloop._goloop.LoopCore.get_debug
