@@ -578,9 +578,15 @@ def _factories_scenario(kind):
         seen.append(("plain", await t, type(t) is asyncio.Task, t.get_loop() is loop))
         t = loop.create_task(_answer(2), name="named")
         seen.append(("named", await t, t.get_name()))
+        var = contextvars.ContextVar("var", default="unset")
         ctx = contextvars.copy_context()
-        t = loop.create_task(_answer(3), name="ctx", context=ctx)
-        seen.append(("context", await t, t.get_name(), t.get_context() is ctx))
+        ctx.run(var.set, "in ctx")
+
+        async def read_var():
+            return var.get()
+
+        t = loop.create_task(read_var(), name="ctx", context=ctx)
+        seen.append(("context", await t, t.get_name()))
         refused = [_answer() for _ in range(3)]
         for label, args, kwargs in [
             ("unknown keyword", (refused[0],), {"colour": 1}),
@@ -643,6 +649,7 @@ def test_create_future_and_create_task_do_what_asyncio_does():
     assert ours == stock
     assert ("closed", RuntimeError, "Event loop is closed") in stock
     assert ("replaced", "MyTask", 5, "MyFuture") in stock
+    assert ("context", "in ctx", "ctx") in stock
 
 
 def test_create_future_and_create_task_are_the_cores():
