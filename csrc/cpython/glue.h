@@ -79,6 +79,8 @@ typedef struct {
     uint64_t held_back;              /* steps that waited for their task's
                                         preempted step (steps.c) */
     int64_t longest_step_ns;
+    int64_t clock_hint;              /* the clock at the last step's end, or
+                                        0 (preempt.c: the clock hint) */
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
     gl_chunk_cache chunks;
@@ -168,6 +170,11 @@ int64_t gl_preempt_step_begin(gl_module_state *st);
 void gl_preempt_request_again(gl_module_state *st);
 /* ... and returns how long the stretch ran (ns). */
 int64_t gl_preempt_step_end(gl_module_state *st, int64_t began);
+/* The monotonic clock (ns), or the hint the last step's end left (see
+ * preempt.c); gl_preempt_clock_note(st, now) leaves `now` as the hint, and
+ * 0 drops it: before anything that may take a while. */
+int64_t gl_preempt_clock(gl_module_state *st);
+void gl_preempt_clock_note(gl_module_state *st, int64_t now);
 /* The loop on the preempting thread blocks waiting for I/O / is back:
  * sysmon sleeps meanwhile. */
 void gl_preempt_poll_enter(gl_module_state *st);

@@ -723,6 +723,7 @@ poll_native(CoreObject *self, int busy)
         gl_preempt_poll_exit(self->st);
     self->sleeping = 0;
     self->last_poll = gl_nanotime();
+    gl_preempt_clock_note(self->st, self->last_poll);
     return n < 0 ? -1 : 0;
 }
 
@@ -763,6 +764,7 @@ poll(CoreObject *self, int busy)
     PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, c->str_process_events, events);
     Py_DECREF(events);
     Py_XDECREF(r);
+    gl_preempt_clock_note(self->st, 0);   /* after Python code */
     return r ? 0 : -1;
 }
 
@@ -774,6 +776,7 @@ run_entry(CoreObject *self, gl_ready_entry e, gl_step_end *end)
         Py_XDECREF(r);
         return r ? 0 : -1;
     }
+    gl_preempt_clock_note(self->st, 0);   /* it may run for a while */
     return gl_handle_run(core_of(self), e.handle, 0);
 }
 
@@ -848,6 +851,7 @@ hand_over_gil(CoreObject *self, int64_t now)
     nanosleep(&pause, NULL);
     Py_END_ALLOW_THREADS
     self->gil_handed = gl_nanotime();
+    gl_preempt_clock_note(self->st, self->gil_handed);
 }
 
 static int
@@ -856,7 +860,7 @@ resume_preempted(CoreObject *self)
     Py_ssize_t waiting = preempted_count(self);
     if (waiting <= 0)
         return (int)waiting;
-    int64_t now = gl_nanotime();
+    int64_t now = gl_preempt_clock(self->st);
     if (self->ready.n > 0) {
         if (self->preempted_since < 0)
             self->preempted_since = now;
@@ -885,7 +889,7 @@ run_once(CoreObject *self)
     if (waiting < 0)
         return -1;
     int busy = self->ready.n > 0 || self->stopping || waiting > 0;
-    int64_t now = gl_nanotime();
+    int64_t now = gl_preempt_clock(self->st);   /* the last step's end, if any */
     if (!busy || now - self->last_poll >= POLL_SKIP_NS) {
         if (poll(self, busy) < 0)
             return -1;
@@ -916,10 +920,10 @@ run_once(CoreObject *self)
     return resume_preempted(self);
 }
 
+/* One iteration, with a Ctrl-C that the loop's own code took sent on. */
 static PyObject *
-core_run_once(CoreObject *self, PyObject *unused)
+iterate(CoreObject *self)
 {
-    (void)unused;
     if (run_once(self) == 0)
         Py_RETURN_NONE;
     if (!(PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)
@@ -940,6 +944,16 @@ core_run_once(CoreObject *self, PyObject *unused)
     PyObject *r = gl_step_resume(self->st, self->preempted, exc, NULL);
     Py_DECREF(exc);
     return r;
+}
+
+/* _run_once(), called from Python: whatever ran since the last step may
+ * have taken any time (the clock hint, preempt.c). */
+static PyObject *
+core_run_once(CoreObject *self, PyObject *unused)
+{
+    (void)unused;
+    gl_preempt_clock_note(self->st, 0);
+    return iterate(self);
 }
 
 /* _run_until_stopped(): run_forever's loop — iterations until stop().  An
@@ -969,8 +983,11 @@ core_run_until_stopped(CoreObject *self, PyObject *unused)
     }
     Py_XSETREF(self->pool, pool);
     PyObject *result = Py_None;
+    gl_preempt_clock_note(self->st, 0);   /* what ran before this run */
     for (;;) {
-        PyObject *r = own ? core_run_once(self, NULL) : PyObject_CallNoArgs(method);
+        /* (a subclass's _run_once reaches the core by core_run_once,
+         * which drops the clock hint) */
+        PyObject *r = own ? iterate(self) : PyObject_CallNoArgs(method);
         if (r == NULL) {
             result = NULL;
             break;
@@ -983,6 +1000,7 @@ core_run_until_stopped(CoreObject *self, PyObject *unused)
             break;
         }
     }
+    gl_preempt_clock_note(self->st, 0);   /* what runs after it */
     Py_CLEAR(self->pool);
     Py_DECREF(method);
     return Py_XNewRef(result);

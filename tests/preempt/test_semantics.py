@@ -613,3 +613,28 @@ def test_preempted_steps_leak_no_objects_and_no_fds():
     assert total >= 20
     assert [r() for r in refs] == [None] * 5
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.parametrize("step_seconds, preempted", [(0.03, False), (0.4, True)])
+def test_a_step_after_a_long_plain_callback_gets_its_whole_slice(step_seconds, preempted):
+    """The loop reuses the clock reading of a step's end as the next step's
+    start (preempt.c, the clock hint); a plain callback between them runs
+    on the loop's own stack for as long as it likes, and the step after it
+    must still be stamped when it starts: a 30 ms step after a 0.4 s
+    callback, with a 0.15 s slice, is not preempted.  The control (a 0.4 s
+    step) is."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)
+        loop.call_soon(burn, 0.4)   # runs after this step, before the next
+        await asyncio.sleep(0)
+        before = goloop.stats()["preemptions"]
+        burn(step_seconds)
+        return goloop.stats()["preemptions"] - before
+
+    loop = goloop.new_event_loop(time_slice=0.15)
+    try:
+        assert (loop.run_until_complete(main()) > 0) == preempted
+    finally:
+        loop.close()
