@@ -3,15 +3,17 @@
 Two halves: the native core (csrc/loop, the C class LoopCore) owns
 scheduling — handles, the ready queue, timers, the loop's iteration, task
 steps started on worker goroutines — and the standard library's selector
-loop, behind it in the method order, provides everything else (transports,
-TLS, subprocesses, signals, sock_* methods, DNS, executors) on top of it.
+loop, behind it in the method order, provides everything else (TLS,
+subprocesses, signals, sock_* methods, DNS, executors) on top of it.  Socket
+transports are asyncio's with their read and write paths in C
+(_transports.py, csrc/loop/stream.c).
 """
 import asyncio
 import sys
 import threading
 from asyncio import events
 
-from . import _core, _goloop, _preempt, _steps  # noqa: F401  (_core, _steps: set up the core)
+from . import _core, _goloop, _preempt, _steps, _transports  # noqa: F401  (_core, _steps: set up the core)
 
 
 # 3.13's run_forever cleans up even when its setup refused to run (a loop
@@ -51,6 +53,9 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
         self._goroutines = bool(goroutines)
         self._preempt = bool(preempt)
         self._time_slice = time_slice
+
+    _make_socket_transport = _transports.make_socket_transport
+    _make_ssl_transport = _transports.make_ssl_transport
 
     def run_forever(self):
         """Run until stop() is called."""

@@ -44,6 +44,7 @@ typedef struct {
     PyTypeObject *goroutine_type;
     PyTypeObject *loop_core_type;    /* LoopCore (csrc/loop/loop.c) */
     PyTypeObject *poller_type;       /* Poller (csrc/loop/poller.c) */
+    PyTypeObject *transport_type;    /* SocketTransportCore (csrc/loop/stream.c) */
     PyObject *goroutine_error;       /* GoroutineError(RuntimeError) */
     PyObject *goroutine_exit;        /* GoroutineExit(BaseException) */
     PyObject *unkillable;            /* list: parked goroutines that could
@@ -86,6 +87,7 @@ typedef struct {
     gl_chunk_cache chunks;
     struct gl_core *core;            /* the loop core's view of asyncio
                                         (csrc/loop/core.h), once set up */
+    struct gl_streams *streams;      /* the transports' (csrc/loop/stream.c) */
 } gl_module_state;
 
 struct GoroutineObject {

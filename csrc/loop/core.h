@@ -10,8 +10,9 @@
  *
  * so every method the core defines (call_soon, call_later, call_at, time,
  * _run_once, ...) replaces the Python one, and everything it does not
- * (transports, sock_*, subprocesses, signals, DNS, executors) is asyncio's,
- * running over it unchanged.
+ * (sock_*, subprocesses, signals, DNS, executors) is asyncio's, running
+ * over it unchanged.  Socket transports are asyncio's with their per-read
+ * and per-write paths replaced the same way (stream.c).
  *
  *   handles.c  asyncio's own Handle and TimerHandle objects, made and run
  *              from C: the slots are written by offset, the callback runs
@@ -23,6 +24,9 @@
  *   steps.c    task steps on worker goroutines, the preempted-step queue
  *   loop.c     the LoopCore type: the scheduling methods, _run_once, the
  *              loop state asyncio's Python code reads and writes
+ *   poller.c   epoll, with the selectors API asyncio's code reads
+ *   stream.c   SocketTransportCore: the socket transport's read and write
+ *              paths, in front of asyncio's _SelectorSocketTransport
  *
  * The handles are asyncio's classes, not look-alikes: code that checks
  * isinstance(h, asyncio.TimerHandle), reads h.when(), or calls cancel()
@@ -84,6 +88,9 @@ struct gl_core {
 };
 
 #define GL_SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+/* The byte offset of slot `name` of `type` (a __slots__ member): 0, or -1
+ * with a TypeError. */
+int gl_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset);
 
 int gl_core_setup(gl_module_state *st, PyObject *args);
 void gl_core_free(gl_module_state *st);
@@ -228,6 +235,14 @@ int gl_poller_wait(PollerObject *p, int64_t timeout_ns,
 void gl_poller_wake(PollerObject *p);
 /* The file object registered for fd (borrowed), or NULL. */
 PyObject *gl_poller_fileobj(PollerObject *p, int fd);
+
+/* ---- stream.c ---------------------------------------------------------- */
+
+/* SocketTransportCore: the read and write paths of the socket transport. */
+extern PyType_Spec gl_socket_transport_spec;
+extern PyMethodDef gl_stream_methods[];      /* _setup_transports */
+int gl_streams_traverse(gl_module_state *st, visitproc visit, void *arg);
+void gl_streams_free(gl_module_state *st);
 
 /* ---- loop.c ------------------------------------------------------------ */
 

@@ -25,9 +25,8 @@
 
 #include <structmember.h>
 
-/* The byte offset of slot `name` of `type` (a __slots__ member). */
-static int
-slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
+int
+gl_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
 {
     PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
     if (d == NULL)
@@ -123,15 +122,15 @@ gl_core_setup(gl_module_state *st, PyObject *args)
         return -1;
     }
     PyTypeObject *ht = c->handle_type;
-    if (slot_offset(ht, "_callback", &c->off_callback) < 0
-            || slot_offset(ht, "_args", &c->off_args) < 0
-            || slot_offset(ht, "_cancelled", &c->off_cancelled) < 0
-            || slot_offset(ht, "_loop", &c->off_loop) < 0
-            || slot_offset(ht, "_source_traceback", &c->off_source_traceback) < 0
-            || slot_offset(ht, "_repr", &c->off_repr) < 0
-            || slot_offset(ht, "_context", &c->off_context) < 0
-            || slot_offset(c->timer_type, "_scheduled", &c->off_scheduled) < 0
-            || slot_offset(c->timer_type, "_when", &c->off_when) < 0)
+    if (gl_slot_offset(ht, "_callback", &c->off_callback) < 0
+            || gl_slot_offset(ht, "_args", &c->off_args) < 0
+            || gl_slot_offset(ht, "_cancelled", &c->off_cancelled) < 0
+            || gl_slot_offset(ht, "_loop", &c->off_loop) < 0
+            || gl_slot_offset(ht, "_source_traceback", &c->off_source_traceback) < 0
+            || gl_slot_offset(ht, "_repr", &c->off_repr) < 0
+            || gl_slot_offset(ht, "_context", &c->off_context) < 0
+            || gl_slot_offset(c->timer_type, "_scheduled", &c->off_scheduled) < 0
+            || gl_slot_offset(c->timer_type, "_when", &c->off_when) < 0)
         return -1;
     if (intern_into(&c->str_run, "_run") < 0
             || intern_into(&c->str_selector, "_selector") < 0

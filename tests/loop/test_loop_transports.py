@@ -1,0 +1,384 @@
+"""goloop's socket transport (goloop/_transports.py, csrc/loop/stream.c):
+every stream connection gets it, and its native read and write paths do
+what asyncio's Python ones do.  Each scenario runs on the stock loop and on
+goloop and the two records are compared."""
+import asyncio
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+from asyncio import selector_events
+
+import pytest
+
+import goloop
+from goloop import _transports
+from loop_helpers import normalize, run_both, run_on
+
+TLS_TIMEOUT = 20
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self):
+        self.events = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.events.append(("data", data))
+
+    def eof_received(self):
+        self.events.append(("eof",))
+
+    def pause_writing(self):
+        self.events.append(("pause_writing",))
+
+    def resume_writing(self):
+        self.events.append(("resume_writing",))
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", type(exc)))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+def merged(events):
+    """Consecutive data events joined: how the bytes were split is the
+    kernel's business, not the loop's."""
+    out = []
+    for e in events:
+        if e[0] == "data" and out and out[-1][0] == "data":
+            out[-1] = ("data", out[-1][1] + e[1])
+        else:
+            out.append(e)
+    return out
+
+
+async def connected_pair(protocol_factory=Recorder):
+    """(transport, protocol, peer): a loop transport over TCP and the
+    blocking peer socket at the other end."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        transport, protocol = await asyncio.wait_for(
+            loop.create_connection(protocol_factory, *listener.getsockname()), 10)
+        peer, _ = listener.accept()
+    finally:
+        listener.close()
+    peer.settimeout(10)
+    return transport, protocol, peer
+
+
+def recv_exactly(sock, n):
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "peer closed early"
+        data += chunk
+    return bytes(data)
+
+
+def make_cert(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+# ---- which connections get goloop's transport --------------------------------
+
+def test_every_stream_connection_gets_goloops_transport(tmp_path):
+    cert, key = make_cert(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=cert)
+    path = os.path.join(tempfile.mkdtemp(dir="/tmp"), "s")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        accepted = []
+
+        async def handle(reader, writer):
+            transport = writer.transport
+            if hasattr(transport, "_ssl_protocol"):
+                transport = transport._ssl_protocol._transport
+            accepted.append(type(transport).__name__)
+            writer.write(await reader.read(100))
+            await writer.drain()
+            writer.close()
+
+        kinds = {}
+        tcp = await asyncio.start_server(handle, "127.0.0.1", 0)
+        unix = await asyncio.start_unix_server(handle, path)
+        tls = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        async with tcp, unix, tls:
+            port = tcp.sockets[0].getsockname()[1]
+            tls_port = tls.sockets[0].getsockname()[1]
+            for name, opener in [
+                ("tcp", lambda: asyncio.open_connection("127.0.0.1", port)),
+                ("unix", lambda: asyncio.open_unix_connection(path)),
+                ("tls", lambda: asyncio.open_connection("127.0.0.1", tls_port, ssl=client_ctx,
+                                                        server_hostname="localhost")),
+            ]:
+                reader, writer = await asyncio.wait_for(opener(), TLS_TIMEOUT)
+                writer.write(name.encode())
+                assert await asyncio.wait_for(reader.read(100), TLS_TIMEOUT) == name.encode()
+                transport = writer.transport
+                if name == "tls":
+                    transport = transport._ssl_protocol._transport
+                kinds[name] = type(transport)
+                writer.close()
+                await writer.wait_closed()
+            # connect_accepted_socket: a socket accepted outside the loop
+            listener = socket.create_server(("127.0.0.1", 0))
+            client = socket.create_connection(listener.getsockname())
+            conn, _ = listener.accept()
+            transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, conn)
+            kinds["accepted_socket"] = type(transport)
+            transport.close()
+            client.close()
+            listener.close()
+        kinds["server_side"] = sorted(set(accepted))
+        return kinds
+
+    stock, ours = run_both(main)
+    for name in ("tcp", "unix", "tls", "accepted_socket"):
+        assert stock[name] is selector_events._SelectorSocketTransport, name
+        assert ours[name] is _transports.SocketTransport, name
+    assert ours["server_side"] == ["SocketTransport"]
+    assert issubclass(_transports.SocketTransport, asyncio.Transport)
+
+
+# ---- the read path -------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["instance", "class"])
+def test_reads_take_at_most_max_size(where, monkeypatch):
+    """asyncio reads max_size bytes at most; a transport's own max_size and a
+    change of the class's (after the native path has read it) both count."""
+    async def main():
+        transport, protocol, peer = await connected_pair()
+        try:
+            peer.sendall(b"a" * 64)
+            await asyncio.sleep(0.05)
+            if where == "instance":
+                transport.max_size = 5
+            else:
+                monkeypatch.setattr(selector_events._SelectorSocketTransport, "max_size", 5)
+                transport.is_reading()          # a lookup in the class: it has a version again
+            peer.sendall(b"b" * 64)
+            for _ in range(200):
+                if sum(len(e[1]) for e in protocol.events if e[0] == "data") == 128:
+                    break
+                await asyncio.sleep(0.01)
+            sizes = [len(e[1]) for e in protocol.events if e[0] == "data"]
+            return sizes[0], max(sizes[1:]), sum(sizes)
+        finally:
+            monkeypatch.undo()
+            transport.close()
+            peer.close()
+
+    stock, ours = run_both(main)
+    assert stock == ours == (64, 5, 128)
+
+
+def test_buffered_protocol_reads_into_its_buffer_and_sees_eof():
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(10)
+            self.got = bytearray()
+            self.events = []
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def get_buffer(self, hint):
+            self.events.append(("get_buffer", hint))
+            return memoryview(self.buf)[:7]
+
+        def buffer_updated(self, n):
+            self.got += self.buf[:n]
+
+        def eof_received(self):
+            self.events.append(("eof",))
+
+        def connection_lost(self, exc):
+            self.events.append(("lost", exc))
+            self.lost.set_result(None)
+
+    async def main():
+        transport, protocol, peer = await connected_pair(Buffered)
+        peer.sendall(b"0123456789" * 5)
+        peer.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(protocol.lost, 10)
+        peer.close()
+        return bytes(protocol.got), sorted(set(protocol.events))
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ours[0] == b"0123456789" * 5
+
+
+@pytest.mark.parametrize("buffer", ["read-only", "empty", "raises"])
+def test_a_bad_get_buffer_reaches_the_exception_handler_as_in_asyncio(buffer):
+    class Bad(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def get_buffer(self, hint):
+            if buffer == "raises":
+                raise ZeroDivisionError("no buffer")
+            return bytes(10) if buffer == "read-only" else bytearray()
+
+        def buffer_updated(self, n):
+            pass
+
+        def connection_lost(self, exc):
+            self.lost.set_result(type(exc))
+
+    async def main():
+        seen = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: seen.append((context["message"], type(context.get("exception")),
+                                               normalize(str(context.get("exception"))))))
+        transport, protocol, peer = await connected_pair(Bad)
+        peer.sendall(b"x")
+        lost = await asyncio.wait_for(protocol.lost, 10)
+        peer.close()
+        return seen, lost
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert len(ours[0]) == 1
+
+
+def test_a_data_received_that_raises_reaches_the_exception_handler_as_in_asyncio():
+    class Raises(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            raise ValueError("bad data")
+
+    async def main():
+        seen = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: seen.append((context["message"], type(context.get("exception")))))
+        transport, protocol, peer = await connected_pair(Raises)
+        peer.sendall(b"x")
+        await asyncio.wait_for(protocol.lost, 10)
+        peer.close()
+        return seen, merged(protocol.events), transport.is_closing()
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ours[0] == [("Fatal error: protocol.data_received() call failed.", ValueError)]
+
+
+# ---- the write path ------------------------------------------------------------
+
+def test_write_refuses_what_asyncio_refuses():
+    async def main():
+        transport, protocol, peer = await connected_pair()
+        results = []
+        for call in (lambda: transport.write("text"), lambda: transport.write(),
+                     lambda: transport.write(b"a", b"b"), lambda: transport.write(data=b"kw"),
+                     lambda: transport.write(bytearray(b"ba")), lambda: transport.write(b""),
+                     lambda: transport.write_eof(), lambda: transport.write(b"after eof")):
+            try:
+                results.append(("ok", call()))
+            except Exception as e:
+                results.append((type(e).__name__, normalize(str(e))))
+        got = recv_exactly(peer, 4)
+        assert peer.recv(10) == b""             # the EOF
+        transport.close()
+        await asyncio.wait_for(protocol.lost, 10)
+        peer.close()
+        return results, got
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ours[1] == b"kwba"
+
+
+def test_a_write_the_socket_cannot_take_is_queued_and_flushed_with_flow_control():
+    async def main():
+        transport, protocol, peer = await connected_pair()
+        transport.set_write_buffer_limits(high=64 * 1024)
+        blob = os.urandom(8 * 1024 * 1024)
+        transport.write(blob)                   # more than the socket buffers hold
+        queued = transport.get_write_buffer_size()
+        assert queued > 0
+        assert protocol.events == [("pause_writing",)]
+        got = await asyncio.get_running_loop().run_in_executor(None, recv_exactly, peer, len(blob))
+        for _ in range(500):
+            if transport.get_write_buffer_size() == 0 and ("resume_writing",) in protocol.events:
+                break
+            await asyncio.sleep(0.01)
+        transport.write(b"tail")
+        assert recv_exactly(peer, 4) == b"tail"
+        transport.close()
+        await asyncio.wait_for(protocol.lost, 10)
+        peer.close()
+        return got == blob, merged(protocol.events)
+
+    stock, ours = run_both(main)
+    assert stock == ours == (True, [("pause_writing",), ("resume_writing",), ("lost", type(None))])
+
+
+def test_a_write_to_a_reset_peer_loses_the_connection_as_in_asyncio():
+    async def main():
+        seen = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: seen.append(context["message"]))
+        transport, protocol, peer = await connected_pair()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()
+        await asyncio.wait_for(protocol.lost, 10)  # the reset arrives as a read error
+        transport.write(b"after")               # asyncio counts, then warns
+        return merged(protocol.events), seen, transport.is_closing()
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ours[0] == [("lost", ConnectionResetError)]
+
+
+def test_transport_and_buffer_are_freed():
+    """No reference to a closed transport, its protocol or the data stays
+    behind in the native paths."""
+    import gc
+    import weakref
+
+    async def main():
+        refs = []
+        for _ in range(3):
+            transport, protocol, peer = await connected_pair()
+            data = bytes(1000)
+            transport.write(data)
+            peer.sendall(b"y" * 1000)
+            recv_exactly(peer, 1000)
+            await asyncio.sleep(0.02)
+            transport.close()
+            await asyncio.wait_for(protocol.lost, 10)
+            peer.close()
+            refs.append((weakref.ref(transport), weakref.ref(protocol), sys.getrefcount(data)))
+            del transport, protocol
+        await asyncio.sleep(0)
+        gc.collect()
+        return [(t() is None, p() is None, n) for t, p, n in refs]
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert all(t and p for t, p, _ in ours)
+
+
+def test_goloop_run_uses_it():
+    async def main():
+        transport, protocol, peer = await connected_pair()
+        kind = type(transport)
+        transport.close()
+        peer.close()
+        return kind
+
+    assert goloop.run(main()) is _transports.SocketTransport
+    assert run_on("asyncio", main) is selector_events._SelectorSocketTransport
