@@ -1,15 +1,17 @@
-"""goloop's socket transport: asyncio's, with its read and write paths in C.
+"""goloop's transports: asyncio's, with their read and write paths in C.
 
 SocketTransport is the running Python version's own
 selector_events._SelectorSocketTransport with the native
 SocketTransportCore (csrc/loop/stream.c) in front of it in the method
-order.  The core takes what runs on every read and write (_read_ready and
-its two read paths, write) and hands every other case to asyncio's methods,
+order; DatagramTransport is _SelectorDatagramTransport with
+DatagramTransportCore (csrc/loop/datagram.c).  The cores take what runs
+on every read and write and hand every other case to asyncio's methods,
 which keep all the rest: connecting, closing, flow control, the write
-queue, write_eof, sendfile, start_tls, the server's bookkeeping.
-The loop's _make_socket_transport and _make_ssl_transport (below, methods
-of goloop.EventLoop) make these for every TCP and Unix stream connection,
-TLS ones included (asyncio's SSL protocol runs over them).
+queue, write_eof, sendfile, start_tls, the server's bookkeeping
+(csrc/loop/transport.c has the design).  The loop's _make_*_transport
+methods (below, methods of goloop.EventLoop) make these for every TCP,
+Unix and UDP connection, TLS ones included (asyncio's SSL protocol runs
+over a SocketTransport).
 """
 import sys
 from asyncio import constants, selector_events, sslproto
@@ -20,14 +22,17 @@ from . import _goloop
 # already uses; 3.15 gives transports a context (the **kwargs below).
 _ENSURES_FD_NO_TRANSPORT = sys.version_info >= (3, 12)
 
+# The attributes of asyncio's transports that the native halves read on
+# every call (with BaseTransport's slot _extra).
+_SHARED_SLOTS = ("_sock", "_sock_fd", "_protocol", "_conn_lost", "_buffer", "_closing", "_paused")
+
 
 class SocketTransport(_goloop.SocketTransportCore, selector_events._SelectorSocketTransport):
     """asyncio's socket transport with its per-read and per-write work in C."""
 
     # What both halves read on every call: slots, which asyncio's code
     # reads and writes as attributes and the C half at fixed offsets.
-    __slots__ = ("_sock", "_sock_fd", "_protocol", "_conn_lost", "_buffer", "_eof",
-                 "_empty_waiter", "_read_ready_cb")
+    __slots__ = _SHARED_SLOTS + ("_eof", "_empty_waiter", "_read_ready_cb")
 
     def __init__(self, *args, **kwargs):
         # asyncio's class attribute _sock = None, which the slot hides, is
@@ -36,7 +41,18 @@ class SocketTransport(_goloop.SocketTransportCore, selector_events._SelectorSock
         super().__init__(*args, **kwargs)
 
 
-_goloop._setup_transports(selector_events._SelectorSocketTransport, SocketTransport)
+class DatagramTransport(_goloop.DatagramTransportCore, selector_events._SelectorDatagramTransport):
+    """asyncio's UDP transport with its per-datagram work in C."""
+
+    __slots__ = _SHARED_SLOTS + ("_address",)
+
+    def __init__(self, *args, **kwargs):
+        self._sock = None           # as SocketTransport's
+        super().__init__(*args, **kwargs)
+
+
+_goloop._setup_transports(selector_events._SelectorSocketTransport, SocketTransport,
+                          selector_events._SelectorDatagramTransport, DatagramTransport)
 
 
 def make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None, **kwargs):
@@ -59,3 +75,10 @@ def make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
         ssl_handshake_timeout=ssl_handshake_timeout, ssl_shutdown_timeout=ssl_shutdown_timeout)
     SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, **kwargs)
     return ssl_protocol._app_transport
+
+
+def make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None, **kwargs):
+    """EventLoop._make_datagram_transport: asyncio's, with DatagramTransport."""
+    if _ENSURES_FD_NO_TRANSPORT:
+        self._ensure_fd_no_transport(sock)
+    return DatagramTransport(self, sock, protocol, address, waiter, extra, **kwargs)

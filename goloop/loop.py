@@ -5,8 +5,8 @@ scheduling — handles, the ready queue, timers, the loop's iteration, task
 steps started on worker goroutines — and the standard library's selector
 loop, behind it in the method order, provides everything else (TLS,
 subprocesses, signals, sock_* methods, DNS, executors) on top of it.  Socket
-transports are asyncio's with their read and write paths in C
-(_transports.py, csrc/loop/stream.c).
+and datagram transports are asyncio's with their read and write paths in C
+(_transports.py, csrc/loop/transport.c).
 """
 import asyncio
 import sys
@@ -56,6 +56,7 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
 
     _make_socket_transport = _transports.make_socket_transport
     _make_ssl_transport = _transports.make_ssl_transport
+    _make_datagram_transport = _transports.make_datagram_transport
 
     def run_forever(self):
         """Run until stop() is called."""

@@ -44,7 +44,8 @@ typedef struct {
     PyTypeObject *goroutine_type;
     PyTypeObject *loop_core_type;    /* LoopCore (csrc/loop/loop.c) */
     PyTypeObject *poller_type;       /* Poller (csrc/loop/poller.c) */
-    PyTypeObject *transport_type;    /* SocketTransportCore (csrc/loop/stream.c) */
+    PyTypeObject *socket_transport_type;    /* SocketTransportCore (csrc/loop/stream.c) */
+    PyTypeObject *datagram_transport_type;  /* DatagramTransportCore (datagram.c) */
     PyObject *goroutine_error;       /* GoroutineError(RuntimeError) */
     PyObject *goroutine_exit;        /* GoroutineExit(BaseException) */
     PyObject *unkillable;            /* list: parked goroutines that could
@@ -87,7 +88,7 @@ typedef struct {
     gl_chunk_cache chunks;
     struct gl_core *core;            /* the loop core's view of asyncio
                                         (csrc/loop/core.h), once set up */
-    struct gl_streams *streams;      /* the transports' (csrc/loop/stream.c) */
+    struct gl_transports *transports; /* the transports' (csrc/loop/transport.c) */
 } gl_module_state;
 
 struct GoroutineObject {

@@ -237,7 +237,7 @@ module_exec(PyObject *module)
             || PyModule_AddFunctions(module, gl_locks_methods) < 0
             || gl_locks_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_core_methods) < 0
-            || PyModule_AddFunctions(module, gl_stream_methods) < 0)
+            || PyModule_AddFunctions(module, gl_transport_methods) < 0)
         return -1;
     st->loop_core_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &gl_loop_core_spec, NULL);
@@ -247,9 +247,15 @@ module_exec(PyObject *module)
     st->poller_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &gl_poller_spec, NULL);
     if (st->poller_type == NULL || PyModule_AddType(module, st->poller_type) < 0)
         return -1;
-    st->transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+    st->socket_transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &gl_socket_transport_spec, NULL);
-    if (st->transport_type == NULL || PyModule_AddType(module, st->transport_type) < 0)
+    if (st->socket_transport_type == NULL
+            || PyModule_AddType(module, st->socket_transport_type) < 0)
+        return -1;
+    st->datagram_transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &gl_datagram_transport_spec, NULL);
+    if (st->datagram_transport_type == NULL
+            || PyModule_AddType(module, st->datagram_transport_type) < 0)
         return -1;
     st->str_qualname = PyUnicode_InternFromString("__qualname__");
     if (st->str_qualname == NULL)
@@ -275,9 +281,10 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->unkillable);
     Py_VISIT(st->loop_core_type);
     Py_VISIT(st->poller_type);
-    Py_VISIT(st->transport_type);
+    Py_VISIT(st->socket_transport_type);
+    Py_VISIT(st->datagram_transport_type);
     if (gl_core_traverse(st, visit, arg) < 0
-            || gl_streams_traverse(st, visit, arg) < 0
+            || gl_transports_traverse(st, visit, arg) < 0
             || gl_preempt_traverse(st, visit, arg) < 0
             || gl_locks_traverse(st, visit, arg) < 0)
         return -1;
@@ -295,9 +302,10 @@ module_clear(PyObject *module)
     Py_CLEAR(st->str_qualname);
     Py_CLEAR(st->loop_core_type);
     Py_CLEAR(st->poller_type);
-    Py_CLEAR(st->transport_type);
+    Py_CLEAR(st->socket_transport_type);
+    Py_CLEAR(st->datagram_transport_type);
     gl_core_free(st);
-    gl_streams_free(st);
+    gl_transports_free(st);
     gl_steps_clear(st);
     gl_preempt_clear(st);
     gl_locks_clear(st);

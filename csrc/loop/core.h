@@ -12,7 +12,7 @@
  * _run_once, ...) replaces the Python one, and everything it does not
  * (sock_*, subprocesses, signals, DNS, executors) is asyncio's, running
  * over it unchanged.  Socket transports are asyncio's with their per-read
- * and per-write paths replaced the same way (stream.c).
+ * and per-write paths replaced the same way (transport.c).
  *
  *   handles.c  asyncio's own Handle and TimerHandle objects, made and run
  *              from C: the slots are written by offset, the callback runs
@@ -25,8 +25,11 @@
  *   loop.c     the LoopCore type: the scheduling methods, _run_once, the
  *              loop state asyncio's Python code reads and writes
  *   poller.c   epoll, with the selectors API asyncio's code reads
+ *   transport.c  what the native transports share: asyncio's classes,
+ *              slots, the read buffer, errors
  *   stream.c   SocketTransportCore: the socket transport's read and write
  *              paths, in front of asyncio's _SelectorSocketTransport
+ *   datagram.c DatagramTransportCore: the same for UDP
  *
  * The handles are asyncio's classes, not look-alikes: code that checks
  * isinstance(h, asyncio.TimerHandle), reads h.when(), or calls cancel()
@@ -236,13 +239,74 @@ void gl_poller_wake(PollerObject *p);
 /* The file object registered for fd (borrowed), or NULL. */
 PyObject *gl_poller_fileobj(PollerObject *p, int fd);
 
-/* ---- stream.c ---------------------------------------------------------- */
+/* ---- transport.c, stream.c, datagram.c --------------------------------- */
 
-/* SocketTransportCore: the read and write paths of the socket transport. */
+enum { GL_TR_STREAM, GL_TR_DATAGRAM, GL_TR_KINDS };
+
+/* Byte offsets of the slots both transport classes have. */
+struct gl_tr_slots {
+    Py_ssize_t sock, sock_fd, protocol, conn_lost, buffer, closing, paused, extra;
+};
+
+/* A kind's max_size, kept with its class's version tag (transport.c). */
+struct gl_tr_size {
+    PyTypeObject *type;              /* compared, never dereferenced */
+    unsigned int tag;
+    Py_ssize_t size;
+};
+
+/* What the transport cores take from asyncio (_setup_transports), and
+ * the read buffer. */
+struct gl_transports {
+    PyTypeObject *type[GL_TR_KINDS]; /* goloop's SocketTransport and
+                                        DatagramTransport */
+    PyObject *stock_write;           /* _SelectorSocketTransport.write */
+    PyObject *stock_sendto;          /* _SelectorDatagramTransport.sendto */
+    struct gl_tr_slots off[GL_TR_KINDS];
+    Py_ssize_t off_eof, off_empty_waiter, off_read_ready_cb;   /* streams' */
+    Py_ssize_t off_address;                                     /* datagrams' */
+    struct gl_tr_size size[GL_TR_KINDS];
+    PyObject *str_max_size, *str_fatal_error, *str_on_eof, *str_data_received,
+             *str_get_buffer, *str_buffer_updated, *str_recv_into,
+             *str_recvfrom_into, *str_sendto, *str_datagram_received,
+             *str_error_received, *str_peername;
+    PyObject *msg_read_error, *msg_write_error, *msg_data_received,
+             *msg_get_buffer, *msg_buffer_updated, *msg_dgram_read_error,
+             *msg_dgram_write_error;
+    char *buf;                       /* the read buffer */
+    size_t cap;
+};
+
+/* The state, for a method of a core of `kind` called on self (NULL with a
+ * TypeError unless self is goloop's transport class of that kind). */
+struct gl_transports *gl_tr_state(PyTypeObject *defining_class, PyObject *self, int kind);
+/* A slot: a new reference, or NULL with the AttributeError Python raises
+ * for an unset one. */
+PyObject *gl_tr_slot(PyObject *self, Py_ssize_t off, const char *name);
+/* bool(slot): 1, 0, or -1 with an exception; name NULL: unset is false. */
+int gl_tr_slot_true(PyObject *self, Py_ssize_t off, const char *name);
+/* The _sock_fd slot (at off) as an fd, or -1 with an exception. */
+int gl_tr_fd(PyObject *self, Py_ssize_t off);
+/* self.max_size (-1 with an exception). */
+Py_ssize_t gl_tr_max_size(struct gl_transports *t, PyObject *self, int kind);
+/* The read buffer, at least size bytes (NULL with MemoryError). */
+char *gl_tr_buffer(struct gl_transports *t, size_t size);
+/* The exception just raised, taken, unless it is SystemExit or
+ * KeyboardInterrupt, which asyncio lets through (NULL, left raised). */
+PyObject *gl_tr_catchable(void);
+/* self._fatal_error(exc, message), stealing exc: None, or NULL. */
+PyObject *gl_tr_fatal(struct gl_transports *t, PyObject *self, PyObject *exc, PyObject *message);
+/* A protocol callback raised: to _fatal_error as asyncio sends it. */
+PyObject *gl_tr_failed(struct gl_transports *t, PyObject *self, PyObject *message);
+/* errno values asyncio ignores (BlockingIOError, InterruptedError). */
+int gl_tr_would_block(int err);
+
+extern PyMethodDef gl_transport_methods[];   /* _setup_transports */
+int gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg);
+void gl_transports_free(gl_module_state *st);
+/* SocketTransportCore (stream.c) and DatagramTransportCore (datagram.c) */
 extern PyType_Spec gl_socket_transport_spec;
-extern PyMethodDef gl_stream_methods[];      /* _setup_transports */
-int gl_streams_traverse(gl_module_state *st, visitproc visit, void *arg);
-void gl_streams_free(gl_module_state *st);
+extern PyType_Spec gl_datagram_transport_spec;
 
 /* ---- loop.c ------------------------------------------------------------ */
 

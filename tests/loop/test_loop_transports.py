@@ -4,6 +4,7 @@ what asyncio's Python ones do.  Each scenario runs on the stock loop and on
 goloop and the two records are compared."""
 import asyncio
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -382,3 +383,143 @@ def test_goloop_run_uses_it():
 
     assert goloop.run(main()) is _transports.SocketTransport
     assert run_on("asyncio", main) is selector_events._SelectorSocketTransport
+
+
+# ---- UDP -------------------------------------------------------------------------
+
+class DatagramRecorder(asyncio.DatagramProtocol):
+    def __init__(self, pause_after=None):
+        self.events = []
+        self.pause_after = pause_after
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.events.append(("datagram", data, addr[0]))
+        if self.pause_after is not None and len(self.events) == self.pause_after:
+            self.transport.pause_reading()
+            self.events.append(("paused",))
+
+    def error_received(self, exc):
+        self.events.append(("error", type(exc)))
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", type(exc)))
+        self.lost.set_result(None)
+
+
+async def settle(protocol, n, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if len(protocol.events) >= n:
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_every_datagram_endpoint_gets_goloops_transport():
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                           local_addr=("127.0.0.1", 0))
+        kind = type(transport)
+        transport.close()
+        return kind
+
+    stock, ours = run_both(main)
+    assert stock is selector_events._SelectorDatagramTransport
+    assert ours is _transports.DatagramTransport
+    assert issubclass(ours, asyncio.DatagramTransport)
+
+
+def test_datagrams_both_ways_connected_and_unconnected():
+    async def main():
+        loop = asyncio.get_running_loop()
+        server, sp = await loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        addr = server.get_extra_info("sockname")
+        client, cp = await loop.create_datagram_endpoint(DatagramRecorder, remote_addr=addr)
+        client.sendto(b"one")                     # connected: send()
+        client.sendto(bytearray(b"two"), None)
+        client.sendto(memoryview(b"three"))
+        await settle(sp, 3)
+        for _, data, _ in list(sp.events):
+            server.sendto(data.upper(), client.get_extra_info("sockname"))   # unconnected: sendto()
+        await settle(cp, 3)
+        results = []
+        for call in (lambda: client.sendto(b"x", ("127.0.0.1", 1)),      # not the connected address
+                     lambda: client.sendto("text"),
+                     lambda: server.sendto(b"x", "not an address"),
+                     lambda: server.sendto(b"x")):                        # no address, unconnected
+            try:
+                results.append(("ok", call()))
+            except Exception as e:
+                results.append((type(e).__name__, re.sub(r"\d{4,5}\)", "PORT)", str(e))))
+        await asyncio.sleep(0.05)
+        client.close()
+        server.close()
+        await asyncio.wait_for(asyncio.gather(sp.lost, cp.lost), 5)
+        return sp.events, cp.events, results
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert [e[1] for e in ours[1][:3]] == [b"ONE", b"TWO", b"THREE"]
+
+
+def test_a_refused_datagram_reaches_error_received():
+    async def main():
+        loop = asyncio.get_running_loop()
+        spare = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        spare.bind(("127.0.0.1", 0))
+        addr = spare.getsockname()
+        spare.close()                             # nobody listens there now
+        client, cp = await loop.create_datagram_endpoint(DatagramRecorder, remote_addr=addr)
+        client.sendto(b"anyone?")
+        await settle(cp, 1)
+        client.sendto(b"again")                   # the ICMP error surfaces on a later call
+        await settle(cp, 2)
+        client.close()
+        await asyncio.wait_for(cp.lost, 5)
+        return cp.events
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ("error", ConnectionRefusedError) in ours
+
+
+def test_a_burst_of_datagrams_arrives_whole_and_pause_stops_the_drain():
+    async def main():
+        loop = asyncio.get_running_loop()
+        server, sp = await loop.create_datagram_endpoint(lambda: DatagramRecorder(pause_after=5),
+                                                         local_addr=("127.0.0.1", 0))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(50):
+            sender.sendto(b"%d" % i, server.get_extra_info("sockname"))
+        await asyncio.sleep(0.2)
+        seen_while_paused = len(sp.events)
+        server.resume_reading()
+        await settle(sp, 51)
+        sender.close()
+        server.close()
+        await asyncio.wait_for(sp.lost, 5)
+        return seen_while_paused, [e[1] for e in sp.events if e[0] == "datagram"]
+
+    if sys.version_info < (3, 12):
+        pytest.skip("datagram transports can pause reading from Python 3.12")
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ours[0] == 6                          # five datagrams and the pause
+    assert ours[1] == [b"%d" % i for i in range(50)]
+
+
+def test_broadcast_option_reaches_the_socket():
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                           local_addr=("127.0.0.1", 0),
+                                                           allow_broadcast=True)
+        on = transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+        transport.close()
+        return on
+
+    stock, ours = run_both(main)
+    assert stock == ours != 0

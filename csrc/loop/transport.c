@@ -1,0 +1,350 @@
+/*
+ * transport.c — what goloop's native transport halves share.
+ *
+ * goloop's transports (goloop/_transports.py) are asyncio's own classes of
+ * the running Python version — _SelectorSocketTransport for streams,
+ * _SelectorDatagramTransport for UDP — with a native type of no layout in
+ * front of each in the method order, which takes over the methods that
+ * run on every read and every write:
+ *
+ *     class SocketTransport(SocketTransportCore, _SelectorSocketTransport)
+ *     class DatagramTransport(DatagramTransportCore, _SelectorDatagramTransport)
+ *
+ * stream.c and datagram.c hold those methods; this file holds what they
+ * share: the state set up once from asyncio's classes (_setup_transports),
+ * the read buffer, and access to a transport's attributes and errors.
+ *
+ * The state of a transport is asyncio's, shared by both halves: the Python
+ * classes declare the attributes the native methods read on every call as
+ * __slots__, so asyncio's code reads and writes them as before and the C
+ * half loads them at fixed offsets — an instance dict lookup costs ~120
+ * instructions, and a request made ten.
+ *
+ * The read buffer: asyncio reads max_size (256 KiB) at once into a new
+ * bytes object, which glibc serves with mmap, shrinks with mremap and frees
+ * with munmap — three system calls and page faults per read.  The native
+ * reads go into one buffer the module keeps (grown to the largest
+ * max_size seen) and hand the protocol an exact-size copy.  The GIL is
+ * held from the read to the copy, so nothing else can use the buffer
+ * meanwhile; recv() on a ready non-blocking socket does not block.
+ */
+#include "core.h"
+
+#if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
+
+#include <errno.h>
+
+/* The module's transport state for a method of a transport core called on
+ * self: NULL with an exception unless self is the transport class of that
+ * kind (whose slots the methods read). */
+struct gl_transports *
+gl_tr_state(PyTypeObject *defining_class, PyObject *self, int kind)
+{
+    gl_module_state *st = PyType_GetModuleState(defining_class);
+    if (st == NULL)
+        return NULL;
+    struct gl_transports *t = st->transports;
+    if (t == NULL || t->type[kind] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "goloop's transports are not set up");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(self, t->type[kind])) {
+        PyErr_Format(PyExc_TypeError, "%s methods need a %s, not %T",
+                     defining_class->tp_name, t->type[kind]->tp_name, self);
+        return NULL;
+    }
+    return t;
+}
+
+/* ---- the transport's attributes ---------------------------------------- */
+
+static void
+no_attribute(PyObject *self, const char *name)
+{
+    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'",
+                 Py_TYPE(self)->tp_name, name);
+}
+
+PyObject *
+gl_tr_slot(PyObject *self, Py_ssize_t off, const char *name)
+{
+    PyObject *v = GL_SLOT(self, off);
+    if (v == NULL) {
+        no_attribute(self, name);
+        return NULL;
+    }
+    return Py_NewRef(v);
+}
+
+int
+gl_tr_slot_true(PyObject *self, Py_ssize_t off, const char *name)
+{
+    PyObject *v = GL_SLOT(self, off);
+    if (v == NULL) {
+        if (name == NULL)
+            return 0;
+        no_attribute(self, name);
+        return -1;
+    }
+    if (v == Py_False || v == Py_None)
+        return 0;
+    if (v == Py_True)
+        return 1;
+    Py_INCREF(v);
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+int
+gl_tr_fd(PyObject *self, Py_ssize_t off)
+{
+    PyObject *v = gl_tr_slot(self, off, "_sock_fd");
+    if (v == NULL)
+        return -1;
+    long fd = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "invalid transport file descriptor: %ld", fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* self.max_size.  asyncio's is a class attribute: its value is kept with
+ * the type's version tag, which CPython changes whenever the class or one
+ * of its bases is modified.  A transport's own max_size (in its __dict__)
+ * wins, as for any attribute. */
+Py_ssize_t
+gl_tr_max_size(struct gl_transports *t, PyObject *self, int kind)
+{
+    PyObject *dict = PyObject_GenericGetDict(self, NULL);
+    if (dict == NULL)
+        return -1;
+    PyObject *own = PyDict_GetItemWithError(dict, t->str_max_size);
+    Py_DECREF(dict);
+    if (own == NULL && PyErr_Occurred())
+        return -1;
+    PyTypeObject *type = Py_TYPE(self);
+    struct gl_tr_size *cache = &t->size[kind];
+    if (own == NULL && type == cache->type && type->tp_version_tag != 0
+            && type->tp_version_tag == cache->tag)
+        return cache->size;
+    PyObject *v = PyObject_GetAttr(self, t->str_max_size);
+    if (v == NULL)
+        return -1;
+    Py_ssize_t n = PyNumber_AsSsize_t(v, PyExc_OverflowError);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ValueError, "transport max_size must be positive");
+        return -1;
+    }
+    if (own == NULL && type->tp_version_tag != 0) {
+        cache->type = type;          /* compared, never dereferenced */
+        cache->tag = type->tp_version_tag;
+        cache->size = n;
+    }
+    return n;
+}
+
+char *
+gl_tr_buffer(struct gl_transports *t, size_t size)
+{
+    if (size > t->cap) {
+        char *buf = PyMem_RawRealloc(t->buf, size);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        t->buf = buf;
+        t->cap = size;
+    }
+    return t->buf;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+PyObject *
+gl_tr_catchable(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)
+            || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return NULL;
+    return gl_err_take();
+}
+
+PyObject *
+gl_tr_fatal(struct gl_transports *t, PyObject *self, PyObject *exc, PyObject *message)
+{
+    PyObject *args[3] = {self, exc, message};
+    PyObject *r = PyObject_VectorcallMethod(t->str_fatal_error, args, 3, NULL);
+    Py_DECREF(exc);
+    return r;
+}
+
+PyObject *
+gl_tr_failed(struct gl_transports *t, PyObject *self, PyObject *message)
+{
+    PyObject *exc = gl_tr_catchable();
+    if (exc == NULL)
+        return NULL;
+    return gl_tr_fatal(t, self, exc, message);
+}
+
+int
+gl_tr_would_block(int err)
+{
+    return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+
+static int
+intern(PyObject **slot, const char *s)
+{
+    if (*slot == NULL)
+        *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int
+transports_names(struct gl_transports *t)
+{
+    return intern(&t->str_max_size, "max_size")
+        | intern(&t->str_fatal_error, "_fatal_error")
+        | intern(&t->str_on_eof, "_read_ready__on_eof")
+        | intern(&t->str_data_received, "data_received")
+        | intern(&t->str_get_buffer, "get_buffer")
+        | intern(&t->str_buffer_updated, "buffer_updated")
+        | intern(&t->str_recv_into, "recv_into")
+        | intern(&t->str_recvfrom_into, "recvfrom_into")
+        | intern(&t->str_sendto, "sendto")
+        | intern(&t->str_datagram_received, "datagram_received")
+        | intern(&t->str_error_received, "error_received")
+        | intern(&t->str_peername, "peername")
+        | intern(&t->msg_read_error, "Fatal read error on socket transport")
+        | intern(&t->msg_write_error, "Fatal write error on socket transport")
+        | intern(&t->msg_data_received, "Fatal error: protocol.data_received() call failed.")
+        | intern(&t->msg_get_buffer, "Fatal error: protocol.get_buffer() call failed.")
+        | intern(&t->msg_buffer_updated, "Fatal error: protocol.buffer_updated() call failed.")
+        | intern(&t->msg_dgram_read_error, "Fatal read error on datagram transport")
+        | intern(&t->msg_dgram_write_error, "Fatal write error on datagram transport");
+}
+
+static int
+common_slots(PyTypeObject *type, struct gl_tr_slots *o)
+{
+    return gl_slot_offset(type, "_sock", &o->sock) | gl_slot_offset(type, "_sock_fd", &o->sock_fd)
+        | gl_slot_offset(type, "_protocol", &o->protocol)
+        | gl_slot_offset(type, "_conn_lost", &o->conn_lost)
+        | gl_slot_offset(type, "_buffer", &o->buffer)
+        | gl_slot_offset(type, "_closing", &o->closing)
+        | gl_slot_offset(type, "_paused", &o->paused)
+        | gl_slot_offset(type, "_extra", &o->extra);
+}
+
+static int
+transports_slots(struct gl_transports *t)
+{
+    PyTypeObject *s = t->type[GL_TR_STREAM], *d = t->type[GL_TR_DATAGRAM];
+    if (common_slots(s, &t->off[GL_TR_STREAM]) < 0 || common_slots(d, &t->off[GL_TR_DATAGRAM]) < 0
+            || gl_slot_offset(s, "_eof", &t->off_eof) < 0
+            || gl_slot_offset(s, "_empty_waiter", &t->off_empty_waiter) < 0
+            || gl_slot_offset(s, "_read_ready_cb", &t->off_read_ready_cb) < 0
+            || gl_slot_offset(d, "_address", &t->off_address) < 0)
+        return -1;
+    return 0;
+}
+
+/* A (stock class, goloop class) pair: the goloop class subclasses both the
+ * stock one and the native core. */
+static int
+check_pair(PyObject *stock, PyObject *ours, PyTypeObject *core)
+{
+    return PyType_Check(stock) && PyType_Check(ours)
+        && PyType_IsSubtype((PyTypeObject *)ours, (PyTypeObject *)stock)
+        && PyType_IsSubtype((PyTypeObject *)ours, core);
+}
+
+static PyObject *
+mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (nargs != 4 || !check_pair(args[0], args[1], st->socket_transport_type)
+            || !check_pair(args[2], args[3], st->datagram_transport_type)) {
+        PyErr_SetString(PyExc_TypeError, "_setup_transports() takes asyncio's "
+                        "_SelectorSocketTransport, goloop's SocketTransport, asyncio's "
+                        "_SelectorDatagramTransport and goloop's DatagramTransport");
+        return NULL;
+    }
+    if (st->transports == NULL
+            && (st->transports = PyMem_Calloc(1, sizeof *st->transports)) == NULL)
+        return PyErr_NoMemory();
+    struct gl_transports *t = st->transports;
+    PyObject *write = PyObject_GetAttrString(args[0], "write");
+    if (write == NULL)
+        return NULL;
+    Py_XSETREF(t->stock_write, write);
+    PyObject *sendto = PyObject_GetAttrString(args[2], "sendto");
+    if (sendto == NULL)
+        return NULL;
+    Py_XSETREF(t->stock_sendto, sendto);
+    Py_XSETREF(t->type[GL_TR_STREAM], (PyTypeObject *)Py_NewRef(args[1]));
+    Py_XSETREF(t->type[GL_TR_DATAGRAM], (PyTypeObject *)Py_NewRef(args[3]));
+    if (transports_names(t) < 0 || transports_slots(t) < 0) {
+        Py_CLEAR(t->type[GL_TR_STREAM]);   /* not set up, then */
+        Py_CLEAR(t->type[GL_TR_DATAGRAM]);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef gl_transport_methods[] = {
+    {"_setup_transports", (PyCFunction)(void (*)(void))mod_setup_transports, METH_FASTCALL,
+     "_setup_transports(SelectorSocketTransport, SocketTransport,\n"
+     "                  SelectorDatagramTransport, DatagramTransport, /)\n--\n\n"
+     "asyncio's transport classes and goloop's, which the native cores serve\n"
+     "(goloop/_transports.py)."},
+    {NULL, NULL, 0, NULL}
+};
+
+int
+gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg)
+{
+    struct gl_transports *t = st->transports;
+    if (t != NULL) {
+        Py_VISIT(t->stock_write);
+        Py_VISIT(t->stock_sendto);
+        Py_VISIT(t->type[GL_TR_STREAM]);
+        Py_VISIT(t->type[GL_TR_DATAGRAM]);
+    }
+    return 0;
+}
+
+void
+gl_transports_free(gl_module_state *st)
+{
+    struct gl_transports *t = st->transports;
+    if (t == NULL)
+        return;
+    st->transports = NULL;
+    PyObject **refs[] = {
+        &t->stock_write, &t->stock_sendto, (PyObject **)&t->type[GL_TR_STREAM],
+        (PyObject **)&t->type[GL_TR_DATAGRAM], &t->str_max_size, &t->str_fatal_error,
+        &t->str_on_eof, &t->str_data_received, &t->str_get_buffer, &t->str_buffer_updated,
+        &t->str_recv_into, &t->str_recvfrom_into, &t->str_sendto, &t->str_datagram_received,
+        &t->str_error_received, &t->str_peername, &t->msg_read_error, &t->msg_write_error,
+        &t->msg_data_received, &t->msg_get_buffer, &t->msg_buffer_updated,
+        &t->msg_dgram_read_error, &t->msg_dgram_write_error,
+    };
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
+        Py_CLEAR(*refs[i]);
+    PyMem_RawFree(t->buf);
+    PyMem_Free(t);
+}
+
+#endif
