@@ -11,10 +11,13 @@ queue, write_eof, sendfile, start_tls, the server's bookkeeping
 (csrc/loop/transport.c has the design).  The loop's _make_*_transport
 methods (below, methods of goloop.EventLoop) make these for every TCP,
 Unix and UDP connection, TLS ones included (asyncio's SSL protocol runs
-over a SocketTransport).
+over a SocketTransport), and for the reading end of every pipe
+(connect_read_pipe, subprocesses' stdout and stderr): ReadPipeTransport,
+asyncio's _UnixReadPipeTransport with ReadPipeTransportCore (pipe.c).
 """
 import sys
-from asyncio import constants, selector_events, sslproto
+from asyncio import constants, selector_events, sslproto, unix_events
+from asyncio.log import logger
 
 from . import _goloop
 
@@ -51,8 +54,24 @@ class DatagramTransport(_goloop.DatagramTransportCore, selector_events._Selector
         super().__init__(*args, **kwargs)
 
 
+class ReadPipeTransport(_goloop.ReadPipeTransportCore, unix_events._UnixReadPipeTransport):
+    """asyncio's transport of a pipe's reading end, with its read path in C."""
+
+    __slots__ = ("_fileno", "_protocol")
+
+    def _read_eof(self):
+        # The pipe's end: what asyncio's _read_ready does on reading b"".
+        if self._loop.get_debug():
+            logger.info("%r was closed by peer", self)
+        self._closing = True
+        self._loop._remove_reader(self._fileno)
+        self._loop.call_soon(self._protocol.eof_received)
+        self._loop.call_soon(self._call_connection_lost, None)
+
+
 _goloop._setup_transports(selector_events._SelectorSocketTransport, SocketTransport,
-                          selector_events._SelectorDatagramTransport, DatagramTransport)
+                          selector_events._SelectorDatagramTransport, DatagramTransport,
+                          unix_events._UnixReadPipeTransport, ReadPipeTransport)
 
 
 def make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None, **kwargs):
@@ -82,3 +101,8 @@ def make_datagram_transport(self, sock, protocol, address=None, waiter=None, ext
     if _ENSURES_FD_NO_TRANSPORT:
         self._ensure_fd_no_transport(sock)
     return DatagramTransport(self, sock, protocol, address, waiter, extra, **kwargs)
+
+
+def make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+    """EventLoop._make_read_pipe_transport: asyncio's, with ReadPipeTransport."""
+    return ReadPipeTransport(self, pipe, protocol, waiter, extra)

@@ -57,6 +57,7 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
     _make_socket_transport = _transports.make_socket_transport
     _make_ssl_transport = _transports.make_ssl_transport
     _make_datagram_transport = _transports.make_datagram_transport
+    _make_read_pipe_transport = _transports.make_read_pipe_transport
 
     def run_forever(self):
         """Run until stop() is called."""

@@ -46,6 +46,7 @@ typedef struct {
     PyTypeObject *poller_type;       /* Poller (csrc/loop/poller.c) */
     PyTypeObject *socket_transport_type;    /* SocketTransportCore (csrc/loop/stream.c) */
     PyTypeObject *datagram_transport_type;  /* DatagramTransportCore (datagram.c) */
+    PyTypeObject *read_pipe_transport_type; /* ReadPipeTransportCore (pipe.c) */
     PyObject *goroutine_error;       /* GoroutineError(RuntimeError) */
     PyObject *goroutine_exit;        /* GoroutineExit(BaseException) */
     PyObject *unkillable;            /* list: parked goroutines that could

@@ -257,6 +257,11 @@ module_exec(PyObject *module)
     if (st->datagram_transport_type == NULL
             || PyModule_AddType(module, st->datagram_transport_type) < 0)
         return -1;
+    st->read_pipe_transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &gl_read_pipe_transport_spec, NULL);
+    if (st->read_pipe_transport_type == NULL
+            || PyModule_AddType(module, st->read_pipe_transport_type) < 0)
+        return -1;
     st->str_qualname = PyUnicode_InternFromString("__qualname__");
     if (st->str_qualname == NULL)
         return -1;
@@ -283,6 +288,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->poller_type);
     Py_VISIT(st->socket_transport_type);
     Py_VISIT(st->datagram_transport_type);
+    Py_VISIT(st->read_pipe_transport_type);
     if (gl_core_traverse(st, visit, arg) < 0
             || gl_transports_traverse(st, visit, arg) < 0
             || gl_preempt_traverse(st, visit, arg) < 0
@@ -304,6 +310,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->poller_type);
     Py_CLEAR(st->socket_transport_type);
     Py_CLEAR(st->datagram_transport_type);
+    Py_CLEAR(st->read_pipe_transport_type);
     gl_core_free(st);
     gl_transports_free(st);
     gl_steps_clear(st);

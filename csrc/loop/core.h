@@ -30,6 +30,7 @@
  *   stream.c   SocketTransportCore: the socket transport's read and write
  *              paths, in front of asyncio's _SelectorSocketTransport
  *   datagram.c DatagramTransportCore: the same for UDP
+ *   pipe.c     ReadPipeTransportCore: the same for pipes' reading ends
  *
  * The handles are asyncio's classes, not look-alikes: code that checks
  * isinstance(h, asyncio.TimerHandle), reads h.when(), or calls cancel()
@@ -241,7 +242,7 @@ PyObject *gl_poller_fileobj(PollerObject *p, int fd);
 
 /* ---- transport.c, stream.c, datagram.c --------------------------------- */
 
-enum { GL_TR_STREAM, GL_TR_DATAGRAM, GL_TR_KINDS };
+enum { GL_TR_STREAM, GL_TR_DATAGRAM, GL_TR_PIPE, GL_TR_KINDS };
 
 /* Byte offsets of the slots both transport classes have. */
 struct gl_tr_slots {
@@ -258,21 +259,23 @@ struct gl_tr_size {
 /* What the transport cores take from asyncio (_setup_transports), and
  * the read buffer. */
 struct gl_transports {
-    PyTypeObject *type[GL_TR_KINDS]; /* goloop's SocketTransport and
-                                        DatagramTransport */
+    PyTypeObject *type[GL_TR_KINDS]; /* goloop's SocketTransport,
+                                        DatagramTransport, ReadPipeTransport */
     PyObject *stock_write;           /* _SelectorSocketTransport.write */
     PyObject *stock_sendto;          /* _SelectorDatagramTransport.sendto */
+    PyObject *stock_pipe_read;       /* _UnixReadPipeTransport._read_ready */
     struct gl_tr_slots off[GL_TR_KINDS];
     Py_ssize_t off_eof, off_empty_waiter, off_read_ready_cb;   /* streams' */
     Py_ssize_t off_address;                                     /* datagrams' */
+    Py_ssize_t off_fileno, off_pipe_protocol;                   /* pipes' */
     struct gl_tr_size size[GL_TR_KINDS];
     PyObject *str_max_size, *str_fatal_error, *str_on_eof, *str_data_received,
              *str_get_buffer, *str_buffer_updated, *str_recv_into,
              *str_recvfrom_into, *str_sendto, *str_datagram_received,
-             *str_error_received, *str_peername;
+             *str_error_received, *str_peername, *str_read_eof;
     PyObject *msg_read_error, *msg_write_error, *msg_data_received,
              *msg_get_buffer, *msg_buffer_updated, *msg_dgram_read_error,
-             *msg_dgram_write_error;
+             *msg_dgram_write_error, *msg_pipe_read_error;
     char *buf;                       /* the read buffer */
     size_t cap;
 };
@@ -304,9 +307,11 @@ int gl_tr_would_block(int err);
 extern PyMethodDef gl_transport_methods[];   /* _setup_transports */
 int gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg);
 void gl_transports_free(gl_module_state *st);
-/* SocketTransportCore (stream.c) and DatagramTransportCore (datagram.c) */
+/* SocketTransportCore (stream.c), DatagramTransportCore (datagram.c),
+ * ReadPipeTransportCore (pipe.c) */
 extern PyType_Spec gl_socket_transport_spec;
 extern PyType_Spec gl_datagram_transport_spec;
+extern PyType_Spec gl_read_pipe_transport_spec;
 
 /* ---- loop.c ------------------------------------------------------------ */
 

@@ -3,14 +3,16 @@
  *
  * goloop's transports (goloop/_transports.py) are asyncio's own classes of
  * the running Python version — _SelectorSocketTransport for streams,
- * _SelectorDatagramTransport for UDP — with a native type of no layout in
+ * _SelectorDatagramTransport for UDP, _UnixReadPipeTransport for pipes
+ * (subprocesses' too) — with a native type of no layout in
  * front of each in the method order, which takes over the methods that
  * run on every read and every write:
  *
  *     class SocketTransport(SocketTransportCore, _SelectorSocketTransport)
  *     class DatagramTransport(DatagramTransportCore, _SelectorDatagramTransport)
+ *     class ReadPipeTransport(ReadPipeTransportCore, _UnixReadPipeTransport)
  *
- * stream.c and datagram.c hold those methods; this file holds what they
+ * stream.c, datagram.c and pipe.c hold those methods; this file holds what they
  * share: the state set up once from asyncio's classes (_setup_transports),
  * the read buffer, and access to a transport's attributes and errors.
  *
@@ -226,6 +228,8 @@ transports_names(struct gl_transports *t)
         | intern(&t->str_datagram_received, "datagram_received")
         | intern(&t->str_error_received, "error_received")
         | intern(&t->str_peername, "peername")
+        | intern(&t->str_read_eof, "_read_eof")
+        | intern(&t->msg_pipe_read_error, "Fatal read error on pipe transport")
         | intern(&t->msg_read_error, "Fatal read error on socket transport")
         | intern(&t->msg_write_error, "Fatal write error on socket transport")
         | intern(&t->msg_data_received, "Fatal error: protocol.data_received() call failed.")
@@ -255,7 +259,9 @@ transports_slots(struct gl_transports *t)
             || gl_slot_offset(s, "_eof", &t->off_eof) < 0
             || gl_slot_offset(s, "_empty_waiter", &t->off_empty_waiter) < 0
             || gl_slot_offset(s, "_read_ready_cb", &t->off_read_ready_cb) < 0
-            || gl_slot_offset(d, "_address", &t->off_address) < 0)
+            || gl_slot_offset(d, "_address", &t->off_address) < 0
+            || gl_slot_offset(t->type[GL_TR_PIPE], "_fileno", &t->off_fileno) < 0
+            || gl_slot_offset(t->type[GL_TR_PIPE], "_protocol", &t->off_pipe_protocol) < 0)
         return -1;
     return 0;
 }
@@ -274,11 +280,13 @@ static PyObject *
 mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     gl_module_state *st = PyModule_GetState(module);
-    if (nargs != 4 || !check_pair(args[0], args[1], st->socket_transport_type)
-            || !check_pair(args[2], args[3], st->datagram_transport_type)) {
+    if (nargs != 6 || !check_pair(args[0], args[1], st->socket_transport_type)
+            || !check_pair(args[2], args[3], st->datagram_transport_type)
+            || !check_pair(args[4], args[5], st->read_pipe_transport_type)) {
         PyErr_SetString(PyExc_TypeError, "_setup_transports() takes asyncio's "
                         "_SelectorSocketTransport, goloop's SocketTransport, asyncio's "
-                        "_SelectorDatagramTransport and goloop's DatagramTransport");
+                        "_SelectorDatagramTransport, goloop's DatagramTransport, "
+                        "asyncio's _UnixReadPipeTransport and goloop's ReadPipeTransport");
         return NULL;
     }
     if (st->transports == NULL
@@ -293,11 +301,16 @@ mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (sendto == NULL)
         return NULL;
     Py_XSETREF(t->stock_sendto, sendto);
+    PyObject *pipe_read = PyObject_GetAttrString(args[4], "_read_ready");
+    if (pipe_read == NULL)
+        return NULL;
+    Py_XSETREF(t->stock_pipe_read, pipe_read);
     Py_XSETREF(t->type[GL_TR_STREAM], (PyTypeObject *)Py_NewRef(args[1]));
     Py_XSETREF(t->type[GL_TR_DATAGRAM], (PyTypeObject *)Py_NewRef(args[3]));
+    Py_XSETREF(t->type[GL_TR_PIPE], (PyTypeObject *)Py_NewRef(args[5]));
     if (transports_names(t) < 0 || transports_slots(t) < 0) {
-        Py_CLEAR(t->type[GL_TR_STREAM]);   /* not set up, then */
-        Py_CLEAR(t->type[GL_TR_DATAGRAM]);
+        for (int k = 0; k < GL_TR_KINDS; k++)
+            Py_CLEAR(t->type[k]);   /* not set up, then */
         return NULL;
     }
     Py_RETURN_NONE;
@@ -306,7 +319,8 @@ mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 PyMethodDef gl_transport_methods[] = {
     {"_setup_transports", (PyCFunction)(void (*)(void))mod_setup_transports, METH_FASTCALL,
      "_setup_transports(SelectorSocketTransport, SocketTransport,\n"
-     "                  SelectorDatagramTransport, DatagramTransport, /)\n--\n\n"
+     "                  SelectorDatagramTransport, DatagramTransport,\n"
+     "                  UnixReadPipeTransport, ReadPipeTransport, /)\n--\n\n"
      "asyncio's transport classes and goloop's, which the native cores serve\n"
      "(goloop/_transports.py)."},
     {NULL, NULL, 0, NULL}
@@ -319,8 +333,9 @@ gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg)
     if (t != NULL) {
         Py_VISIT(t->stock_write);
         Py_VISIT(t->stock_sendto);
-        Py_VISIT(t->type[GL_TR_STREAM]);
-        Py_VISIT(t->type[GL_TR_DATAGRAM]);
+        Py_VISIT(t->stock_pipe_read);
+        for (int k = 0; k < GL_TR_KINDS; k++)
+            Py_VISIT(t->type[k]);
     }
     return 0;
 }
@@ -333,8 +348,9 @@ gl_transports_free(gl_module_state *st)
         return;
     st->transports = NULL;
     PyObject **refs[] = {
-        &t->stock_write, &t->stock_sendto, (PyObject **)&t->type[GL_TR_STREAM],
-        (PyObject **)&t->type[GL_TR_DATAGRAM], &t->str_max_size, &t->str_fatal_error,
+        &t->stock_write, &t->stock_sendto, &t->stock_pipe_read, (PyObject **)&t->type[GL_TR_STREAM],
+        (PyObject **)&t->type[GL_TR_DATAGRAM], (PyObject **)&t->type[GL_TR_PIPE],
+        &t->str_max_size, &t->str_fatal_error, &t->str_read_eof, &t->msg_pipe_read_error,
         &t->str_on_eof, &t->str_data_received, &t->str_get_buffer, &t->str_buffer_updated,
         &t->str_recv_into, &t->str_recvfrom_into, &t->str_sendto, &t->str_datagram_received,
         &t->str_error_received, &t->str_peername, &t->msg_read_error, &t->msg_write_error,

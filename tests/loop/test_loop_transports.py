@@ -523,3 +523,41 @@ def test_broadcast_option_reaches_the_socket():
 
     stock, ours = run_both(main)
     assert stock == ours != 0
+
+
+# ---- pipes -----------------------------------------------------------------------
+
+def test_subprocess_output_and_read_pipes_go_through_goloops_pipe_transport():
+    async def main():
+        loop = asyncio.get_running_loop()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; sys.stdout.write('x' * 300000); sys.stderr.write('err')",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        kind = type(proc._transport.get_pipe_transport(1))
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        r, w = os.pipe()
+
+        class Reader(Recorder):
+            def data_received(self, data):
+                super().data_received(data)
+                if data.startswith(b"boom"):
+                    raise ValueError("boom")
+
+        seen = []
+        loop.set_exception_handler(lambda loop, context: seen.append(type(context.get("exception"))))
+        transport, protocol = await loop.connect_read_pipe(Reader, os.fdopen(r, "rb", 0))
+        transport.max_size = 4
+        os.write(w, b"hello pipe")
+        await asyncio.sleep(0.05)
+        os.write(w, b"boom")
+        await asyncio.sleep(0.05)
+        os.close(w)
+        await asyncio.wait_for(protocol.lost, 10)
+        chunks = [len(e[1]) for e in protocol.events if e[0] == "data"]
+        return kind.__name__, len(out), err, max(chunks), merged(protocol.events), seen
+
+    stock, ours = run_both(main)
+    assert stock[0] == "_UnixReadPipeTransport" and ours[0] == "ReadPipeTransport"
+    assert stock[1:] == ours[1:]
+    assert ours[1:4] == (300000, b"err", 4)
+    assert ours[5] == [ValueError]
