@@ -249,13 +249,6 @@ struct gl_tr_slots {
     Py_ssize_t sock, sock_fd, protocol, conn_lost, buffer, closing, paused, extra;
 };
 
-/* A kind's max_size, kept with its class's version tag (transport.c). */
-struct gl_tr_size {
-    PyTypeObject *type;              /* compared, never dereferenced */
-    unsigned int tag;
-    Py_ssize_t size;
-};
-
 /* What the transport cores take from asyncio (_setup_transports), and
  * the read buffer. */
 struct gl_transports {
@@ -268,7 +261,6 @@ struct gl_transports {
     Py_ssize_t off_eof, off_empty_waiter, off_read_ready_cb;   /* streams' */
     Py_ssize_t off_address;                                     /* datagrams' */
     Py_ssize_t off_fileno, off_pipe_protocol;                   /* pipes' */
-    struct gl_tr_size size[GL_TR_KINDS];
     PyObject *str_max_size, *str_fatal_error, *str_on_eof, *str_data_received,
              *str_get_buffer, *str_buffer_updated, *str_recv_into,
              *str_recvfrom_into, *str_sendto, *str_datagram_received,
@@ -291,7 +283,7 @@ int gl_tr_slot_true(PyObject *self, Py_ssize_t off, const char *name);
 /* The _sock_fd slot (at off) as an fd, or -1 with an exception. */
 int gl_tr_fd(PyObject *self, Py_ssize_t off);
 /* self.max_size (-1 with an exception). */
-Py_ssize_t gl_tr_max_size(struct gl_transports *t, PyObject *self, int kind);
+Py_ssize_t gl_tr_max_size(struct gl_transports *t, PyObject *self);
 /* The read buffer, at least size bytes (NULL with MemoryError). */
 char *gl_tr_buffer(struct gl_transports *t, size_t size);
 /* The exception just raised, taken, unless it is SystemExit or

@@ -97,7 +97,7 @@ stopped(struct gl_transports *t, PyObject *self)
 static int
 receive_one(struct gl_transports *t, PyObject *self)
 {
-    Py_ssize_t size = gl_tr_max_size(t, self, GL_TR_DATAGRAM);
+    Py_ssize_t size = gl_tr_max_size(t, self);
     char *buf = size < 0 ? NULL : gl_tr_buffer(t, (size_t)size);
     if (buf == NULL)
         return -1;

@@ -42,7 +42,7 @@ pipe_read_ready(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     int fd = gl_tr_fd(self, t->off_fileno);
     if (fd < 0)
         return NULL;
-    Py_ssize_t size = gl_tr_max_size(t, self, GL_TR_PIPE);
+    Py_ssize_t size = gl_tr_max_size(t, self);
     char *buf = size < 0 ? NULL : gl_tr_buffer(t, (size_t)size);
     if (buf == NULL)
         return NULL;

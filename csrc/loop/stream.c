@@ -82,7 +82,7 @@ read_data(struct gl_transports *s, PyObject *self)
     int fd = gl_tr_fd(self, OFF(s).sock_fd);
     if (fd < 0)
         return NULL;
-    Py_ssize_t size = gl_tr_max_size(s, self, GL_TR_STREAM);
+    Py_ssize_t size = gl_tr_max_size(s, self);
     char *buf = size < 0 ? NULL : gl_tr_buffer(s, (size_t)size);
     if (buf == NULL)
         return NULL;

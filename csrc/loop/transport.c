@@ -115,25 +115,13 @@ gl_tr_fd(PyObject *self, Py_ssize_t off)
     return (int)fd;
 }
 
-/* self.max_size.  asyncio's is a class attribute: its value is kept with
- * the type's version tag, which CPython changes whenever the class or one
- * of its bases is modified.  A transport's own max_size (in its __dict__)
- * wins, as for any attribute. */
+/* self.max_size, read as Python reads it: the transport's own if it has
+ * one, else its class's.  (Not through the instance's __dict__: asking for
+ * it would make CPython keep the instance's attributes in a dict from then
+ * on, which slows down every attribute asyncio's Python code reads.) */
 Py_ssize_t
-gl_tr_max_size(struct gl_transports *t, PyObject *self, int kind)
+gl_tr_max_size(struct gl_transports *t, PyObject *self)
 {
-    PyObject *dict = PyObject_GenericGetDict(self, NULL);
-    if (dict == NULL)
-        return -1;
-    PyObject *own = PyDict_GetItemWithError(dict, t->str_max_size);
-    Py_DECREF(dict);
-    if (own == NULL && PyErr_Occurred())
-        return -1;
-    PyTypeObject *type = Py_TYPE(self);
-    struct gl_tr_size *cache = &t->size[kind];
-    if (own == NULL && type == cache->type && type->tp_version_tag != 0
-            && type->tp_version_tag == cache->tag)
-        return cache->size;
     PyObject *v = PyObject_GetAttr(self, t->str_max_size);
     if (v == NULL)
         return -1;
@@ -144,11 +132,6 @@ gl_tr_max_size(struct gl_transports *t, PyObject *self, int kind)
     if (n <= 0) {
         PyErr_SetString(PyExc_ValueError, "transport max_size must be positive");
         return -1;
-    }
-    if (own == NULL && type->tp_version_tag != 0) {
-        cache->type = type;          /* compared, never dereferenced */
-        cache->tag = type->tp_version_tag;
-        cache->size = n;
     }
     return n;
 }
