@@ -4,6 +4,11 @@
 # make instructions instructions per unit of loop work (callgrind, python -m
 #                   benchmarks.instructions; needs valgrind; ~10 min): the
 #                   repeatable figure on a noisy machine
+# make syscalls     system calls per echo request in the steady state (strace attached
+#                   after warm-up; python -m benchmarks.syscalls --loop all; needs
+#                   strace; ~1.5 min): every server kind on goloop, uvloop, asyncio and
+#                   rloop; fails when goloop maps memory (mmap/munmap/mremap) or reads
+#                   or writes more than once per request
 # make bench-3.14   `make bench` on CPython 3.14 from the Debian sid root
 #                   (scripts/sid-root.sh; .venvs/bench3.14), results in
 #                   benchmarks/results/py3.14.* (rloop has no 3.14 build)
@@ -19,7 +24,7 @@ VENV := .venvs/bench
 BENCH_ARGS ?=
 SOURCES := pyproject.toml setup.py $(shell find csrc goloop -name "*.[chS]" -o -name "*.py")
 
-.PHONY: bench bench-quick bench-3.14 instructions stress
+.PHONY: bench bench-quick bench-3.14 instructions syscalls stress
 
 bench: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
@@ -29,6 +34,9 @@ bench-quick: $(VENV)/installed
 
 instructions: $(VENV)/installed
 	$(VENV)/bin/python -m benchmarks.instructions $(BENCH_ARGS)
+
+syscalls: $(VENV)/installed
+	$(VENV)/bin/python -m benchmarks.syscalls --loop all $(BENCH_ARGS)
 
 bench-3.14:
 	scripts/sid-root.sh

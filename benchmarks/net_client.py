@@ -7,6 +7,11 @@ before it sends the next, so a connection has exactly one request in flight
 and the server's speed, not a pipeline, sets the rate.  A message is a pair
 (request bytes, reply size): an echo sends SIZE bytes and expects them back;
 HTTP sends a keep-alive GET and expects the HTTP server's fixed response.
+With tls, every connection speaks TLS (the ssl module's blocking SSLSocket,
+which releases the GIL in OpenSSL's calls like a plain socket does): the
+handshake is part of connecting, so a measured window holds only requests.
+The client does not verify the server's certificate (a throwaway
+self-signed one; verifying would cost only at the handshake anyway).
 
 client() is the body of one client process, forked by
 benchmarks.workloads.network (a fork costs a millisecond where a fresh
@@ -22,15 +27,27 @@ Bounded: every socket operation times out after TIMEOUT seconds, the run ends
 at T1, and a parent silent for TIMEOUT seconds at step 2 ends the client.
 """
 import socket
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 TIMEOUT = 10.0
 
 
-def connect(port):
+def tls_context():
+    """The clients' TLS settings: the ssl module's defaults, no certificate check."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect(port, tls=False):
+    """A blocking connection to the server on port (over TLS if tls, handshake done)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls:
+        sock = tls_context().wrap_socket(sock, server_hostname="localhost")
     return sock
 
 
@@ -58,9 +75,9 @@ def run_connection(sock, message, t0, t1):
     return count
 
 
-def client(port, message, conns, pipe):
+def client(port, message, conns, pipe, tls=False):
     """One client process: conns connections to port, window from pipe, count to pipe."""
-    socks = [connect(port) for _ in range(conns)]
+    socks = [connect(port, tls) for _ in range(conns)]
     pipe.send("ready")
     if not pipe.poll(TIMEOUT):
         return

@@ -1,6 +1,6 @@
 """Servers for the network and HTTP benchmarks, on the event loop under test.
 
-    python -m benchmarks.net_server LOOP KIND [--max-seconds 120]
+    python -m benchmarks.net_server LOOP KIND [--max-seconds 120] [--tls CERTFILE]
 
 LOOP is a name of benchmarks.loops ("asyncio", "uvloop", "goloop", "rloop").
 KIND is one of the four ways asyncio code serves a TCP echo, after uvloop's
@@ -17,6 +17,11 @@ echo benchmark, or the HTTP server:
              (get_buffer / buffer_updated): callbacks only, no copy on read;
   http       keep-alive HTTP/1.1 on httptools (benchmarks.http_server).
 
+With --tls CERTFILE (a PEM file holding the private key and the
+certificate), the kinds on the loop's transports (all but sock) serve over
+TLS: the same server, given an ssl.SSLContext (asyncio's SSL protocol, or
+the loop's own, on top of the TCP transport).
+
 The server listens on 127.0.0.1 on a free port with TCP_NODELAY (which
 Linux copies to every accepted socket, whatever the loop does) and prints
 the port on stdout once it accepts connections.  It runs until its parent
@@ -27,6 +32,7 @@ import argparse
 import asyncio
 import os
 import socket
+import ssl
 import threading
 
 from benchmarks.loops import LOOPS, run
@@ -83,26 +89,26 @@ async def echo_stream(reader, writer):
     writer.close()
 
 
-async def start_sock(loop, listener):
+async def start_sock(loop, listener, tls=None):    # no TLS: main() refuses --tls for it
     return loop.create_task(accept_sock(loop, listener))
 
 
-async def start_streams(loop, listener):
-    return await asyncio.start_server(echo_stream, sock=listener, backlog=BACKLOG)
+async def start_streams(loop, listener, tls=None):
+    return await asyncio.start_server(echo_stream, sock=listener, backlog=BACKLOG, ssl=tls)
 
 
-async def start_protocol(loop, listener, factory=EchoProtocol):
-    return await loop.create_server(factory, sock=listener, backlog=BACKLOG)
+async def start_protocol(loop, listener, tls=None, factory=EchoProtocol):
+    return await loop.create_server(factory, sock=listener, backlog=BACKLOG, ssl=tls)
 
 
-async def start_buffered(loop, listener):
-    return await start_protocol(loop, listener, EchoBufferedProtocol)
+async def start_buffered(loop, listener, tls=None):
+    return await start_protocol(loop, listener, tls, EchoBufferedProtocol)
 
 
-async def start_http(loop, listener):
+async def start_http(loop, listener, tls=None):
     from benchmarks.http_server import HttpProtocol
 
-    return await start_protocol(loop, listener, HttpProtocol)
+    return await start_protocol(loop, listener, tls, HttpProtocol)
 
 
 SERVERS = {
@@ -112,6 +118,7 @@ SERVERS = {
     "buffered": start_buffered,
     "http": start_http,
 }
+TLS_KINDS = ("streams", "protocol", "buffered", "http")   # the kinds --tls applies to
 
 
 def listening_socket():
@@ -124,11 +131,18 @@ def listening_socket():
     return sock
 
 
-async def serve(kind):
+def tls_context(certfile):
+    """The server's TLS settings: the ssl module's defaults, the key and certificate in certfile."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile)
+    return context
+
+
+async def serve(kind, certfile=None):
     loop = asyncio.get_running_loop()
     listener = listening_socket()
     port = listener.getsockname()[1]   # before: some loops take the socket over
-    server = await SERVERS[kind](loop, listener)
+    server = await SERVERS[kind](loop, listener, tls_context(certfile) if certfile else None)
     print(port, flush=True)
     await loop.create_future()   # serve until the process ends
     return server                # held until then: the sock_* accept task has no other owner
@@ -152,9 +166,12 @@ def main(argv=None):
     ap.add_argument("loop", choices=LOOPS)
     ap.add_argument("kind", choices=sorted(SERVERS))
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--tls", metavar="CERTFILE", help="serve over TLS with the key and certificate in CERTFILE (PEM)")
     args = ap.parse_args(argv)
+    if args.tls and args.kind not in TLS_KINDS:
+        ap.error(f"--tls: only for the kinds {', '.join(TLS_KINDS)}")
     exit_on_parent_gone(args.max_seconds)
-    run(args.loop, serve(args.kind))
+    run(args.loop, serve(args.kind, args.tls))
 
 
 if __name__ == "__main__":

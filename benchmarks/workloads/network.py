@@ -26,6 +26,18 @@ the full run's 15, so the 8 combinations of CORE get the 5 repetitions and
 the other 16 (FULL_WORKLOADS) at most EXTRA_REPS (~3.6 min); --quick runs
 CORE only (-k echo selects all 24).
 
+TLS (TLS_CORE, with CORE in every run; -k TLS selects them): the streams
+server over TLS, 1 KiB on 1 and 10 connections (~1.2 min of a full run,
+~13 s of --quick).  The server gets an ssl.SSLContext (the ssl module's
+server defaults: TLS 1.3) with a self-signed RSA 2048 certificate for
+localhost, made for each run by `openssl req` in a temporary directory
+(the bench extra has no `cryptography`); the clients are the same
+processes with the ssl module's blocking sockets, handshaking as they
+connect, before the warm-up.  So the window holds only requests: the
+loop's TLS transport (asyncio's SSL protocol on goloop and asyncio,
+uvloop's own) encrypting and decrypting 1 KiB records.  Not on rloop,
+whose create_server has no TLS (NotImplementedError).
+
 Metrics: requests_per_s (headline; requests started by the clients within
 the window / window), and server_cpu_per_req: the server process's CPU time
 (user + system, all its threads: /proc/PID/task/*/schedstat, ns precision)
@@ -40,8 +52,10 @@ import functools
 import multiprocessing
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -73,6 +87,8 @@ CORE = {                   # (kind, KiB, connections) run by default
     ("sock", 1, 1), ("sock", 1, 10),
     ("buffered", 1, 1),
 }
+TLS_CORE = {("streams", 1, 1), ("streams", 1, 10)}   # run over TLS too, as often as CORE
+TLS_LOOPS = ("asyncio", "uvloop", "goloop")          # rloop's create_server has no TLS
 
 REQUESTS_PER_S = Metric("requests_per_s", "req/s", higher_is_better=True)
 SERVER_CPU = Metric("server_cpu_per_req", "µs")
@@ -80,13 +96,15 @@ SERVER_CPU = Metric("server_cpu_per_req", "µs")
 
 # -- processes --------------------------------------------------------------
 
-def start_server(stack, loop_name, kind, timing):
+def start_server(stack, loop_name, kind, timing, certfile=None, env=None):
     """Start benchmarks.net_server in a fresh interpreter; (process, port) once it listens.
 
-    stack kills and reaps it on exit."""
+    With certfile (see self_signed_certificate) it serves over TLS; env
+    replaces this process's environment.  stack kills and reaps it on exit."""
     lifetime = STARTUP_TIMEOUT + timing.warmup + timing.window + 30
     argv = [sys.executable, "-m", "benchmarks.net_server", loop_name, kind, "--max-seconds", str(lifetime)]
-    proc = stack.enter_context(subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    argv += ["--tls", certfile] if certfile else []
+    proc = stack.enter_context(subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
     stack.callback(kill, proc)        # runs before Popen.__exit__ closes the pipes and waits
     ready, _, _ = select.select([proc.stdout], [], [], STARTUP_TIMEOUT)
     line = proc.stdout.readline() if ready else b""
@@ -101,18 +119,18 @@ def kill(proc):
         proc.kill()
 
 
-def start_clients(stack, port, message, conns):
+def start_clients(stack, port, message, conns, tls=False):
     """Fork the client processes (benchmarks.net_client.client) for conns connections.
 
     One process per connection up to MAX_CLIENT_PROCS, then several
-    connections per process; returns (process, pipe) pairs.  stack kills and
-    reaps them on exit."""
+    connections per process, over TLS if tls; returns (process, pipe) pairs.
+    stack kills and reaps them on exit."""
     procs = min(conns, MAX_CLIENT_PROCS)
     clients = []
     for i in range(procs):
         share = conns // procs + (i < conns % procs)
         pipe, child_pipe = FORK.Pipe()
-        proc = FORK.Process(target=net_client.client, args=(port, message, share, child_pipe), daemon=True)
+        proc = FORK.Process(target=net_client.client, args=(port, message, share, child_pipe, tls), daemon=True)
         proc.start()
         stack.callback(stop_client, proc)
         child_pipe.close()
@@ -147,11 +165,32 @@ def sleep_until(t):
     time.sleep(max(0.0, t - time.monotonic()))
 
 
+@contextlib.contextmanager
+def self_signed_certificate():
+    """The path of a PEM file with a new RSA 2048 key and a self-signed
+    certificate for localhost, in a temporary directory removed on exit."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise RuntimeError("the TLS workloads make their certificate with the openssl command: "
+                           "apt-get install -y openssl")
+    with tempfile.TemporaryDirectory(prefix="goloop-bench-tls-") as tmp:
+        key, cert, both = (os.path.join(tmp, name) for name in ("key.pem", "cert.pem", "server.pem"))
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost"],
+                       check=True, capture_output=True, timeout=STARTUP_TIMEOUT)
+        with open(both, "w") as out:
+            for part in (key, cert):
+                with open(part) as f:
+                    out.write(f.read())
+        yield both
+
+
 # -- measuring --------------------------------------------------------------
 
-def drive(stack, server, port, message, conns, timing):
-    """Load server with conns client connections; returns (requests in the window, server CPU seconds)."""
-    clients = start_clients(stack, port, message, conns)
+def drive(stack, server, port, message, conns, timing, tls=False):
+    """Load server with conns client connections (TLS ones if tls); returns
+    (requests in the window, server CPU seconds)."""
+    clients = start_clients(stack, port, message, conns, tls)
     for client in clients:
         receive(client, STARTUP_TIMEOUT)                 # "ready": connected
     t0 = time.monotonic() + timing.warmup
@@ -173,27 +212,36 @@ def rates(requests, cpu, window):
     return {REQUESTS_PER_S.name: requests / window, SERVER_CPU.name: cpu / requests * 1e6}
 
 
-def measure_echo(kind, nbytes, conns, loop_name, quick):
+def measure_echo(kind, nbytes, conns, loop_name, quick, tls=False):
     timing = timing_for(quick)
     with contextlib.ExitStack() as stack:
-        server, port = start_server(stack, loop_name, kind, timing)
-        requests, cpu = drive(stack, server, port, (b"x" * nbytes, nbytes), conns, timing)
+        certfile = stack.enter_context(self_signed_certificate()) if tls else None
+        server, port = start_server(stack, loop_name, kind, timing, certfile)
+        requests, cpu = drive(stack, server, port, (b"x" * nbytes, nbytes), conns, timing, tls)
     return rates(requests, cpu, timing.window)
 
 
-def echo_workload(kind, size_kib, conns, max_reps=0):
-    return Workload(
-        name=f"echo {KINDS[kind]} {size_kib} KiB x{conns}",
-        group="network",
-        run=functools.partial(measure_echo, kind, size_kib * 1024, conns),
-        metrics=(REQUESTS_PER_S, SERVER_CPU),
-        note="TCP echo: the server on the loop in a process of its own, blocking clients in others "
+ECHO_NOTE = ("TCP echo: the server on the loop in a process of its own, blocking clients in others "
              "(one per connection); xN: N connections, one request in flight each; the "
-             f"combinations other than {len(CORE)} core ones are medians of at most {EXTRA_REPS} runs",
+             f"combinations other than {len(CORE)} core ones are medians of at most {EXTRA_REPS} runs")
+TLS_NOTE = ("TLS: the streams echo server with an ssl.SSLContext (TLS 1.3, AES-256-GCM, self-signed RSA 2048 "
+            "certificate), clients on the ssl module's blocking sockets, handshakes before the window; "
+            "not on rloop (no TLS server)")
+
+
+def echo_workload(kind, size_kib, conns, max_reps=0, tls=False):
+    return Workload(
+        name=f"echo {KINDS[kind]}{' TLS' if tls else ''} {size_kib} KiB x{conns}",
+        group="network",
+        run=functools.partial(measure_echo, kind, size_kib * 1024, conns, tls=tls),
+        metrics=(REQUESTS_PER_S, SERVER_CPU),
+        loops=TLS_LOOPS if tls else Workload.loops,
+        note=TLS_NOTE if tls else ECHO_NOTE,
         max_reps=max_reps,
     )
 
 
 COMBINATIONS = [(kind, size_kib, conns) for kind in KINDS for size_kib in SIZES_KIB for conns in CONNS]
-WORKLOADS = [echo_workload(*c) for c in COMBINATIONS if c in CORE]
+WORKLOADS = ([echo_workload(*c) for c in COMBINATIONS if c in CORE]
+             + [echo_workload(*c, tls=True) for c in COMBINATIONS if c in TLS_CORE])
 FULL_WORKLOADS = [echo_workload(*c, max_reps=EXTRA_REPS) for c in COMBINATIONS if c not in CORE]
