@@ -130,9 +130,9 @@ def test_every_stream_connection_gets_goloops_transport(tmp_path):
                                                         server_hostname="localhost")),
             ]:
                 reader, writer = await asyncio.wait_for(opener(), TLS_TIMEOUT)
+                kinds[name] = type(socket_transport(writer))    # before the server closes
                 writer.write(name.encode())
                 assert await asyncio.wait_for(reader.read(100), TLS_TIMEOUT) == name.encode()
-                kinds[name] = type(socket_transport(writer))
                 writer.close()
                 await writer.wait_closed()
             # connect_accepted_socket: a socket accepted outside the loop
