@@ -286,6 +286,11 @@ int gl_tr_fd(PyObject *self, Py_ssize_t off);
 Py_ssize_t gl_tr_max_size(struct gl_transports *t, PyObject *self);
 /* The read buffer, at least size bytes (NULL with MemoryError). */
 char *gl_tr_buffer(struct gl_transports *t, size_t size);
+/* asyncio's own method func (a function of its class) called on self with
+ * the arguments a native method received, whatever they are: for every
+ * case the native methods leave to asyncio. */
+PyObject *gl_tr_call_stock(PyObject *func, PyObject *self, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames);
 /* The exception just raised, taken, unless it is SystemExit or
  * KeyboardInterrupt, which asyncio lets through (NULL, left raised). */
 PyObject *gl_tr_catchable(void);

@@ -172,18 +172,7 @@ static PyObject *
 stock_sendto(struct gl_transports *t, PyObject *self, PyObject *const *args,
              Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *full[4];
-    Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    if (total > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "sendto() takes from 2 to 3 positional arguments but %zd were given",
-                     total + 1);
-        return NULL;
-    }
-    full[0] = self;
-    for (Py_ssize_t i = 0; i < total; i++)
-        full[i + 1] = args[i];
-    return PyObject_Vectorcall(t->stock_sendto, full, nargs + 1, kwnames);
+    return gl_tr_call_stock(t->stock_sendto, self, args, nargs, kwnames);
 }
 
 /* Is the socket connected, as asyncio decides: self._extra['peername'].

@@ -36,8 +36,7 @@ pipe_read_ready(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     }
     PyObject *fileno = GL_SLOT(self, t->off_fileno);
     if (fileno == NULL || !PyLong_CheckExact(fileno)) {
-        PyObject *args1[1] = {self};
-        return PyObject_Vectorcall(t->stock_pipe_read, args1, 1, NULL);
+        return gl_tr_call_stock(t->stock_pipe_read, self, NULL, 0, NULL);
     }
     int fd = gl_tr_fd(self, t->off_fileno);
     if (fd < 0)

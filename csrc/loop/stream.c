@@ -250,8 +250,7 @@ transport_read_ready(PyObject *self, PyTypeObject *cls, PyObject *const *args,
 static PyObject *
 stock_write(struct gl_transports *s, PyObject *self, PyObject *data)
 {
-    PyObject *args[2] = {self, data};
-    return PyObject_Vectorcall(s->stock_write, args, 2, NULL);
+    return gl_tr_call_stock(s->stock_write, self, &data, 1, NULL);
 }
 
 /* Can write() send data at once?  1 when nothing is queued and nothing
@@ -286,21 +285,10 @@ transport_write(PyObject *self, PyTypeObject *cls, PyObject *const *args,
     struct gl_transports *s = gl_tr_state(cls, self, GL_TR_STREAM);
     if (s == NULL)
         return NULL;
-    if (nargs != 1 || kwnames != NULL) {
+    if (nargs != 1 || kwnames != NULL)
         /* write(data=...), or a wrong call: asyncio's method takes it, or
          * raises its TypeError */
-        PyObject *full[8];
-        Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-        if (total + 1 > 8) {
-            PyErr_Format(PyExc_TypeError,
-                         "write() takes 2 positional arguments but %zd were given", total + 1);
-            return NULL;
-        }
-        full[0] = self;
-        for (Py_ssize_t i = 0; i < total; i++)
-            full[i + 1] = args[i];
-        return PyObject_Vectorcall(s->stock_write, full, nargs + 1, kwnames);
-    }
+        return gl_tr_call_stock(s->stock_write, self, args, nargs, kwnames);
     PyObject *data = args[0];
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data))
         return stock_write(s, self, data);

@@ -151,6 +151,18 @@ gl_tr_buffer(struct gl_transports *t, size_t size)
     return t->buf;
 }
 
+PyObject *
+gl_tr_call_stock(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    PyObject *bound = PyMethod_New(func, self);
+    if (bound == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(bound, args, nargs, kwnames);
+    Py_DECREF(bound);
+    return r;
+}
+
 /* ---- errors ------------------------------------------------------------ */
 
 PyObject *

@@ -165,6 +165,34 @@ def nofile_at_least(need, what):
         resource.setrlimit(resource.RLIMIT_NOFILE, saved)
 
 
+class EchoCounts:
+    """The server side of the tests below: protocol() makes echo protocols
+    that count their connections in `made` and keep what each
+    connection_lost received in `lost`."""
+
+    def __init__(self):
+        self.made = 0
+        self.lost = []
+
+    def protocol(self):
+        return _CountingEcho(self)
+
+
+class _CountingEcho(asyncio.Protocol):
+    def __init__(self, counts):
+        self.counts = counts
+
+    def connection_made(self, transport):
+        self.counts.made += 1
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def connection_lost(self, exc):
+        self.counts.lost.append(exc)
+
+
 # ---------------------------------------------------------------------------
 # 1. Many connections held open at once, on one loop
 
@@ -212,22 +240,10 @@ asyncio.run(main())
 async def many_connections_from_a_child(n, batch, errors):
     loop = asyncio.get_running_loop()
     baseline = fd_count()
-    made = 0
-    lost = []
+    counts = EchoCounts()
 
-    class EchoServer(asyncio.Protocol):
-        def connection_made(self, transport):
-            nonlocal made
-            made += 1
-            self.transport = transport
 
-        def data_received(self, data):
-            self.transport.write(data)
-
-        def connection_lost(self, exc):
-            lost.append(exc)
-
-    server = await loop.create_server(EchoServer, HOST, 0, backlog=4096)
+    server = await loop.create_server(counts.protocol, HOST, 0, backlog=4096)
     port = server.sockets[0].getsockname()[1]
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _CLIENTS, str(n), str(batch), str(port),
@@ -236,12 +252,12 @@ async def many_connections_from_a_child(n, batch, errors):
         line = await within(child.stdout.readline(), 60, f"the child to open {n} connections and check the echoes")
         assert line.split() == [b"echoed", b"%d" % n, b"bad", b"0"], line
         # All held open at once, on this side too.
-        assert made == n and not lost
+        assert counts.made == n and not counts.lost
         assert fd_count() >= baseline + n
         child.stdin.write(b"close\n")
         await child.stdin.drain()
-        await wait_until(lambda: len(lost) == n, 30, "every server-side connection_lost")
-        assert lost == [None] * n
+        await wait_until(lambda: len(counts.lost) == n, 30, "every server-side connection_lost")
+        assert counts.lost == [None] * n
         assert await within(child.wait(), 30, "the child to exit") == 0
     finally:
         if child.returncode is None:
@@ -720,22 +736,10 @@ async def threads_done(threads, timeout):
 async def accept_storm(backlog, errors):
     loop = asyncio.get_running_loop()
     baseline = fd_count()
-    made = 0
-    lost = []
+    counts = EchoCounts()
 
-    class Echo(asyncio.Protocol):
-        def connection_made(self, transport):
-            nonlocal made
-            made += 1
-            self.transport = transport
 
-        def data_received(self, data):
-            self.transport.write(data)
-
-        def connection_lost(self, exc):
-            lost.append(exc)
-
-    server = await loop.create_server(Echo, HOST, 0, backlog=backlog)
+    server = await loop.create_server(counts.protocol, HOST, 0, backlog=backlog)
     port = server.sockets[0].getsockname()[1]
     results = []
     stop = threading.Event()
@@ -769,8 +773,8 @@ async def accept_storm(backlog, errors):
         await within(writer.wait_closed(), 30, "writer.wait_closed()")
         assert server.is_serving()
         # Every connection the server accepted ends (a peer's EOF or reset).
-        await wait_until(lambda: len(lost) == made, 30, "connection_lost for every accepted connection")
-        assert served + 1 <= made <= STORM_THREADS * STORM_PER_THREAD + 1
+        await wait_until(lambda: len(counts.lost) == counts.made, 30, "connection_lost for every accepted connection")
+        assert served + 1 <= counts.made <= STORM_THREADS * STORM_PER_THREAD + 1
     finally:
         stop.set()
         try:
@@ -778,11 +782,11 @@ async def accept_storm(backlog, errors):
         finally:
             server.close()
     await within(server.wait_closed(), 30, "server.wait_closed()")
-    await wait_until(lambda: len(lost) == made, 30, "connection_lost for every accepted connection")
-    assert all(exc is None or isinstance(exc, ConnectionError) for exc in lost), {repr(e) for e in lost}
+    await wait_until(lambda: len(counts.lost) == counts.made, 30, "connection_lost for every accepted connection")
+    assert all(exc is None or isinstance(exc, ConnectionError) for exc in counts.lost), {repr(e) for e in counts.lost}
     await fds_back_to(baseline)
     assert not errors, describe(errors)
-    return made, served, overflows
+    return counts.made, served, overflows
 
 
 @pytest.mark.parametrize("backlog", [16, 128])
@@ -827,22 +831,10 @@ async def accept_emfile(errors):
     server must serve the waiting clients once fds free up."""
     loop = asyncio.get_running_loop()
     baseline = fd_count()
-    made = 0
-    lost = []
+    counts = EchoCounts()
 
-    class Echo(asyncio.Protocol):
-        def connection_made(self, transport):
-            nonlocal made
-            made += 1
-            self.transport = transport
 
-        def data_received(self, data):
-            self.transport.write(data)
-
-        def connection_lost(self, exc):
-            lost.append(exc)
-
-    server = await loop.create_server(Echo, HOST, 0, backlog=128)
+    server = await loop.create_server(counts.protocol, HOST, 0, backlog=128)
     port = server.sockets[0].getsockname()[1]
     socks = [socket.socket() for _ in range(EMFILE_CLIENTS)]
     fillers = []
@@ -862,13 +854,13 @@ async def accept_emfile(errors):
             await wait_until(lambda: errors, 10, "accept's EMFILE to reach the exception handler")
             # Still out of fds when stock asyncio tries again (1 s later).
             await asyncio.sleep(1.5)
-            assert made == 0
+            assert counts.made == 0
             for fd in fillers:
                 os.close(fd)
             fillers.clear()
         await threads_done([thread], 3 * CLIENT_TIMEOUT)
         assert results == [[True] * EMFILE_CLIENTS]
-        assert made == EMFILE_CLIENTS
+        assert counts.made == EMFILE_CLIENTS
         assert server.is_serving()
         # Stock asyncio does not cancel its retries when the server closes:
         # one still pending then fails on the closed socket ("Exception in
@@ -887,7 +879,7 @@ async def accept_emfile(errors):
                 s.close()
             server.close()
     await within(server.wait_closed(), 30, "server.wait_closed()")
-    await wait_until(lambda: len(lost) == made, 30, "connection_lost for every accepted connection")
+    await wait_until(lambda: len(counts.lost) == counts.made, 30, "connection_lost for every accepted connection")
     await fds_back_to(baseline)
     # Only accept's EMFILE reached the handler (possibly several times).
     assert errors
