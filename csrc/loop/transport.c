@@ -51,8 +51,8 @@ gl_tr_state(PyTypeObject *defining_class, PyObject *self, int kind)
         return NULL;
     }
     if (!PyObject_TypeCheck(self, t->type[kind])) {
-        PyErr_Format(PyExc_TypeError, "%s methods need a %s, not %T",
-                     defining_class->tp_name, t->type[kind]->tp_name, self);
+        PyErr_Format(PyExc_TypeError, "%s methods need a %s, not %.200s",
+                     defining_class->tp_name, t->type[kind]->tp_name, Py_TYPE(self)->tp_name);
         return NULL;
     }
     return t;

@@ -562,3 +562,19 @@ def test_subprocess_output_and_read_pipes_go_through_goloops_pipe_transport():
     assert stock[1:] == ours[1:]
     assert ours[1:4] == (300000, b"err", 4)
     assert ours[5] == [ValueError]
+
+
+def test_the_native_halves_refuse_what_is_not_their_transport():
+    """Called on anything but goloop's transport of their kind, the native
+    methods raise a TypeError (they read that class's slots)."""
+    from goloop import _goloop
+
+    calls = [lambda: _goloop.SocketTransportCore()._read_ready(),
+             lambda: _goloop.SocketTransportCore().write(b"x"),
+             lambda: _goloop.DatagramTransportCore().sendto(b"x"),
+             lambda: _goloop.DatagramTransportCore()._read_ready(),
+             lambda: _goloop.ReadPipeTransportCore()._read_ready(),
+             lambda: _goloop._setup_transports(1, 2)]
+    for call in calls:
+        with pytest.raises(TypeError):
+            call()
