@@ -58,6 +58,7 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
     _make_ssl_transport = _transports.make_ssl_transport
     _make_datagram_transport = _transports.make_datagram_transport
     _make_read_pipe_transport = _transports.make_read_pipe_transport
+    _accept_connection = _transports.accept_connection
 
     def run_forever(self):
         """Run until stop() is called."""

@@ -3,6 +3,7 @@ every stream connection gets it, and its native read and write paths do
 what asyncio's Python ones do.  Each scenario runs on the stock loop and on
 goloop and the two records are compared."""
 import asyncio
+import contextvars
 import os
 import re
 import socket
@@ -10,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import warnings
 from asyncio import selector_events
 
 import pytest
@@ -153,6 +155,149 @@ def test_every_stream_connection_gets_goloops_transport(tmp_path):
         assert ours[name] is _transports.SocketTransport, name
     assert ours["server_side"] == ["SocketTransport"]
     assert issubclass(_transports.SocketTransport, asyncio.Transport)
+
+
+# ---- the accept path -----------------------------------------------------------
+
+CONN = contextvars.ContextVar("CONN", default=None)
+
+
+async def echo_once(port, payload=b"x", read=True):
+    """Connect, send payload, read the reply up to EOF or len(payload) (if
+    read): the bytes read, or the exception's type."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    try:
+        writer.write(payload)
+        return await asyncio.wait_for(reader.read(len(payload)), 10) if read else None
+    except OSError as e:
+        return type(e)
+    finally:
+        writer.close()
+
+
+class ContextEcho(asyncio.Protocol):
+    """Echoes, and records which connection's ContextVar value each of its
+    callbacks sees: the factory sets it."""
+
+    seen = None                      # set per run: a list
+    done = None                      # set per run: {number: future}
+
+    def __init__(self):
+        self.number = len(self.done) + 1
+        self.seen.append(("factory", self.number, CONN.get()))
+        self.lost = self.done[self.number] = asyncio.get_running_loop().create_future()
+        CONN.set(self.number)
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.seen.append(("made", self.number, CONN.get()))
+
+    def data_received(self, data):
+        self.seen.append(("data", self.number, CONN.get()))
+        self.transport.write(data)
+
+    def connection_lost(self, exc):
+        self.seen.append(("lost", self.number, CONN.get()))
+        self.lost.set_result(None)
+
+
+def test_each_accepted_connection_runs_in_a_context_of_its_own_as_in_asyncio():
+    """asyncio makes each accepted connection's protocol and transport in a
+    task, so in a copy of the server's context; goloop makes them without a
+    task (goloop/_transports.py: accept_connection), in a copy as well: what
+    one connection's factory sets is seen by its own callbacks, never by the
+    next connection's."""
+    async def main():
+        ContextEcho.seen, ContextEcho.done = [], {}
+        CONN.set("server")
+        server = await asyncio.get_running_loop().create_server(ContextEcho, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            replies = []
+            for number in (1, 2, 3):
+                replies.append(await echo_once(port))
+                await asyncio.wait_for(ContextEcho.done[number], 10)
+        return replies, ContextEcho.seen
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    replies, seen = ours
+    assert replies == [b"x"] * 3
+    for number in (1, 2, 3):
+        assert [e for e in seen if e[1] == number] == [
+            ("factory", number, "server"), ("made", number, number),
+            ("data", number, number), ("lost", number, number)]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_protocol_factory_that_raises_drops_that_connection_only_as_in_asyncio(debug):
+    """Outside debug mode the connection whose factory raised is closed and
+    nothing is reported; in debug mode the exception handler hears of it
+    (asyncio's own accept path, which goloop takes in debug mode, where the
+    report keeps the socket open until the garbage collector runs).  The
+    next connection is served."""
+    async def main():
+        reports = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: reports.append((context["message"], type(context.get("exception")))))
+        calls = []
+
+        def factory():
+            calls.append(None)
+            if len(calls) == 1:
+                raise ValueError("no protocol for you")
+            return Echo()
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                self.transport.write(data)
+
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            first = await echo_once(port, read=not debug)
+            for _ in range(50):              # the report, if any, comes with the next iteration
+                await asyncio.sleep(0)
+            second = await echo_once(port, b"again")
+        return first, second, reports
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)    # asyncio leaves the socket to the GC
+        stock, ours = run_both(main, debug=debug)
+    assert stock == ours
+    first, second, reports = ours
+    assert first in ((None,) if debug else (b"", ConnectionResetError)) and second == b"again"
+    assert reports == ([("Error on transport creation for incoming connection", ValueError)] if debug else [])
+
+
+def test_a_listening_socket_of_a_socket_subclass_accepts_its_own_way():
+    """create_server(sock=...) with a socket.socket subclass: its accept()
+    is what asyncio calls, and goloop calls it too."""
+    class CountingSocket(socket.socket):
+        accepts = 0
+
+        def accept(self):
+            CountingSocket.accepts += 1
+            return super().accept()
+
+    async def main():
+        CountingSocket.accepts = 0
+        listener = CountingSocket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+
+        async def handle(reader, writer):
+            writer.write(await reader.read(1))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        async with server:
+            reply = await echo_once(listener.getsockname()[1])
+        return reply, CountingSocket.accepts >= 1
+
+    assert run_both(main) == ((b"x", True), (b"x", True))
 
 
 # ---- the read path -------------------------------------------------------------
