@@ -1,7 +1,8 @@
 """The network and HTTP workloads run end to end through python -m benchmarks,
 scaled down to a fraction of a second each, on asyncio and goloop: every
-server variant, 10 client processes, every message size, TLS; the figures
-are there and positive (not checked otherwise).  The HTTP one needs
+server variant, 10 client processes, every message size, TLS, a new
+connection per request; the figures are there and positive (not checked
+otherwise).  The HTTP one needs
 httptools (the bench extra) and uses wrk when installed, the Python clients
 otherwise; the TLS one needs the openssl command for its certificate.  The
 strace check (python -m benchmarks.syscalls): its parsing and verdicts on a
@@ -18,6 +19,7 @@ ECHO = ("echo sock_* 1 KiB x10", "echo streams 10 KiB x10", "echo Protocol 100 K
         "echo BufferedProtocol 1 KiB x10")
 HTTP = "HTTP keep-alive x50"
 TLS = "echo streams TLS 1 KiB x10"
+CONNECT = "connect Protocol 1 KiB x10"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WRK_OUTPUT = """\
@@ -37,7 +39,7 @@ Transfer/sec:      6.49MB
 """
 
 
-def run_workloads(run_benchmarks, tmp_path, names):
+def run_workloads(run_benchmarks, tmp_path, names, metrics=("requests_per_s", "server_cpu_per_req")):
     r, rows = run_benchmarks(tmp_path / "run.jsonl", "--quick", "--scale", "0.1", "--loops", "asyncio,goloop",
                              *(arg for name in names for arg in ("-k", name)), timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -46,8 +48,8 @@ def run_workloads(run_benchmarks, tmp_path, names):
     for name in names:
         assert f"| {name} |" in r.stdout
         for loop in ("asyncio", "goloop"):
-            assert figures[name, loop, "requests_per_s"] > 0
-            assert figures[name, loop, "server_cpu_per_req"] > 0
+            for metric in metrics:
+                assert figures[name, loop, metric] > 0
 
 
 def test_echo_workloads(run_benchmarks, tmp_path):
@@ -57,6 +59,10 @@ def test_echo_workloads(run_benchmarks, tmp_path):
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="makes its certificate with the openssl command")
 def test_tls_echo_workload(run_benchmarks, tmp_path):
     run_workloads(run_benchmarks, tmp_path, (TLS,))
+
+
+def test_connect_workload(run_benchmarks, tmp_path):
+    run_workloads(run_benchmarks, tmp_path, (CONNECT,), ("connections_per_s", "server_cpu_per_conn"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("httptools") is None, reason="needs httptools (the bench extra)")

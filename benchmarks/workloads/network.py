@@ -38,6 +38,19 @@ loop's TLS transport (asyncio's SSL protocol on goloop and asyncio,
 uvloop's own) encrypting and decrypting 1 KiB records.  Not on rloop,
 whose create_server has no TLS (NotImplementedError).
 
+Connection rate (CONNECT_CORE, with CORE in every run, --quick too; -k
+connect selects them): the Protocol server, 1 KiB on 1 and 10 client
+connections that each open a new connection for every request (connect,
+send, read the whole echo, close: benchmarks.net_client's reconnect), ~1.2
+min of a full run.  Every accepted connection costs the loop its accept
+path, the protocol's and transport's creation and their teardown at the
+client's close -- work the keep-alive echo rows never see past their
+warm-up.  Metrics: connections_per_s and server_cpu_per_conn, measured as
+the echo rows' (a connection is a request here).  The clients' TIME_WAIT
+sockets bound a run (see benchmarks.net_client): 28,232 ephemeral ports
+within 60 s, ~22k connections/s over the 1.25 s of warm-up and window,
+about twice the fastest rate measured here (~12k/s).
+
 Metrics: requests_per_s (headline; requests started by the clients within
 the window / window), and server_cpu_per_req: the server process's CPU time
 (user + system, all its threads: /proc/PID/task/*/schedstat, ns precision)
@@ -92,6 +105,11 @@ TLS_LOOPS = ("asyncio", "uvloop", "goloop")          # rloop's create_server has
 
 REQUESTS_PER_S = Metric("requests_per_s", "req/s", higher_is_better=True)
 SERVER_CPU = Metric("server_cpu_per_req", "µs")
+CONNECT_CORE = {("protocol", 1, 1), ("protocol", 1, 10)}   # a new connection per request, as often as CORE
+CONNECTIONS_PER_S = Metric("connections_per_s", "conn/s", higher_is_better=True)
+SERVER_CPU_PER_CONN = Metric("server_cpu_per_conn", "µs")
+ECHO_METRICS = (REQUESTS_PER_S, SERVER_CPU)
+CONNECT_METRICS = (CONNECTIONS_PER_S, SERVER_CPU_PER_CONN)
 
 
 # -- processes --------------------------------------------------------------
@@ -119,18 +137,20 @@ def kill(proc):
         proc.kill()
 
 
-def start_clients(stack, port, message, conns, tls=False):
+def start_clients(stack, port, message, conns, tls=False, reconnect=False):
     """Fork the client processes (benchmarks.net_client.client) for conns connections.
 
     One process per connection up to MAX_CLIENT_PROCS, then several
-    connections per process, over TLS if tls; returns (process, pipe) pairs.
+    connections per process, over TLS if tls, a new one per request if
+    reconnect; returns (process, pipe) pairs.
     stack kills and reaps them on exit."""
     procs = min(conns, MAX_CLIENT_PROCS)
     clients = []
     for i in range(procs):
         share = conns // procs + (i < conns % procs)
         pipe, child_pipe = FORK.Pipe()
-        proc = FORK.Process(target=net_client.client, args=(port, message, share, child_pipe, tls), daemon=True)
+        proc = FORK.Process(target=net_client.client, args=(port, message, share, child_pipe, tls, reconnect),
+                            daemon=True)
         proc.start()
         stack.callback(stop_client, proc)
         child_pipe.close()
@@ -187,10 +207,10 @@ def self_signed_certificate():
 
 # -- measuring --------------------------------------------------------------
 
-def drive(stack, server, port, message, conns, timing, tls=False):
-    """Load server with conns client connections (TLS ones if tls); returns
-    (requests in the window, server CPU seconds)."""
-    clients = start_clients(stack, port, message, conns, tls)
+def drive(stack, server, port, message, conns, timing, tls=False, reconnect=False):
+    """Load server with conns client connections (TLS ones if tls, a new one
+    per request if reconnect); returns (requests in the window, server CPU seconds)."""
+    clients = start_clients(stack, port, message, conns, tls, reconnect)
     for client in clients:
         receive(client, STARTUP_TIMEOUT)                 # "ready": connected
     t0 = time.monotonic() + timing.warmup
@@ -205,20 +225,22 @@ def drive(stack, server, port, message, conns, timing, tls=False):
     return requests, cpu1 - cpu0
 
 
-def rates(requests, cpu, window):
-    """The metrics every network workload reports."""
+def rates(requests, cpu, window, metrics=ECHO_METRICS):
+    """The metrics every network workload reports: (rate, server CPU per
+    request) under the names of metrics."""
     if not requests:
         raise RuntimeError("no request completed in the window")
-    return {REQUESTS_PER_S.name: requests / window, SERVER_CPU.name: cpu / requests * 1e6}
+    rate, cpu_per = metrics
+    return {rate.name: requests / window, cpu_per.name: cpu / requests * 1e6}
 
 
-def measure_echo(kind, nbytes, conns, loop_name, quick, tls=False):
+def measure_echo(kind, nbytes, conns, loop_name, quick, tls=False, reconnect=False):
     timing = timing_for(quick)
     with contextlib.ExitStack() as stack:
         certfile = stack.enter_context(self_signed_certificate()) if tls else None
         server, port = start_server(stack, loop_name, kind, timing, certfile)
-        requests, cpu = drive(stack, server, port, (b"x" * nbytes, nbytes), conns, timing, tls)
-    return rates(requests, cpu, timing.window)
+        requests, cpu = drive(stack, server, port, (b"x" * nbytes, nbytes), conns, timing, tls, reconnect)
+    return rates(requests, cpu, timing.window, CONNECT_METRICS if reconnect else ECHO_METRICS)
 
 
 ECHO_NOTE = ("TCP echo: the server on the loop in a process of its own, blocking clients in others "
@@ -229,19 +251,24 @@ TLS_NOTE = ("TLS: the streams echo server with an ssl.SSLContext (TLS 1.3, AES-2
             "not on rloop (no TLS server)")
 
 
-def echo_workload(kind, size_kib, conns, max_reps=0, tls=False):
+CONNECT_NOTE = ("connect: the Protocol echo server, each client connection a new one per request (connect, "
+                "1 KiB there and back, close): the rate and server CPU are per connection")
+
+
+def echo_workload(kind, size_kib, conns, max_reps=0, tls=False, reconnect=False):
     return Workload(
-        name=f"echo {KINDS[kind]}{' TLS' if tls else ''} {size_kib} KiB x{conns}",
+        name=f"{'connect' if reconnect else 'echo'} {KINDS[kind]}{' TLS' if tls else ''} {size_kib} KiB x{conns}",
         group="network",
-        run=functools.partial(measure_echo, kind, size_kib * 1024, conns, tls=tls),
-        metrics=(REQUESTS_PER_S, SERVER_CPU),
+        run=functools.partial(measure_echo, kind, size_kib * 1024, conns, tls=tls, reconnect=reconnect),
+        metrics=CONNECT_METRICS if reconnect else ECHO_METRICS,
         loops=TLS_LOOPS if tls else Workload.loops,
-        note=TLS_NOTE if tls else ECHO_NOTE,
+        note=CONNECT_NOTE if reconnect else TLS_NOTE if tls else ECHO_NOTE,
         max_reps=max_reps,
     )
 
 
 COMBINATIONS = [(kind, size_kib, conns) for kind in KINDS for size_kib in SIZES_KIB for conns in CONNS]
 WORKLOADS = ([echo_workload(*c) for c in COMBINATIONS if c in CORE]
-             + [echo_workload(*c, tls=True) for c in COMBINATIONS if c in TLS_CORE])
+             + [echo_workload(*c, tls=True) for c in COMBINATIONS if c in TLS_CORE]
+             + [echo_workload(*c, reconnect=True) for c in COMBINATIONS if c in CONNECT_CORE])
 FULL_WORKLOADS = [echo_workload(*c, max_reps=EXTRA_REPS) for c in COMBINATIONS if c not in CORE]

@@ -1053,6 +1053,9 @@ def plain(kind):
         loop.close()
 
 kind, how = sys.argv[1], sys.argv[2]
+# Python leaves SIGINT alone when it starts ignored (a test run started in
+# the background of a shell without job control): Ctrl-C as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     if how == "run":
         (asyncio.run if kind == "asyncio" else goloop.run)(main())
