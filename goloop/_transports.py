@@ -168,6 +168,10 @@ def accept_connection(self, protocol_factory, sock, sslcontext=None, server=None
         else:
             conn_context = context.copy()
             conn_context.run(_serve_connection, self, protocol_factory, conn, addr, server, conn_context)
+        if sock.fileno() < 0:
+            # The factory closed the server (asyncio's tasks would run it
+            # after this loop): no accept() on the closed socket.
+            return
 
 
 # The listening socket's family, type and protocol as ints: socket.socket's

@@ -273,6 +273,36 @@ def test_a_protocol_factory_that_raises_drops_that_connection_only_as_in_asyncio
     assert reports == ([("Error on transport creation for incoming connection", ValueError)] if debug else [])
 
 
+def test_a_protocol_factory_that_closes_its_server_as_in_asyncio():
+    """goloop runs the factory inside the accept callback, asyncio after it:
+    a factory that closes the server must not leave goloop accepting on the
+    closed socket (which would report an error asyncio does not).  (The
+    connection itself is dropped on both: the closed server refuses the
+    transport.  asyncio leaves its socket to the garbage collector, goloop
+    closes it.)"""
+    async def main():
+        loop = asyncio.get_running_loop()
+        reports = []
+        loop.set_exception_handler(lambda loop, context: reports.append(context["message"]))
+        servers = []
+
+        class Closer(asyncio.Protocol):
+            def __init__(self):
+                servers[0].close()
+
+        servers.append(await loop.create_server(Closer, "127.0.0.1", 0))
+        await echo_once(servers[0].sockets[0].getsockname()[1], read=False)
+        await asyncio.wait_for(servers[0].wait_closed(), 10)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return reports, servers[0].is_serving()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        stock, ours = run_both(main)
+    assert stock == ours == ([], False)
+
+
 def test_a_listening_socket_of_a_socket_subclass_accepts_its_own_way():
     """create_server(sock=...) with a socket.socket subclass: its accept()
     is what asyncio calls, and goloop calls it too."""
