@@ -519,6 +519,43 @@ def test_a_write_to_a_reset_peer_loses_the_connection_as_in_asyncio():
     assert ours[0] == [("lost", ConnectionResetError)]
 
 
+def test_loop_sendfile_goes_out_by_os_sendfile(tmp_path, monkeypatch):
+    """loop.sendfile() on goloop's transport takes asyncio's native path
+    (os.sendfile on the transport's socket, reading paused, the write
+    queue empty first), not the read-and-write fallback."""
+    data = os.urandom(300_000)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+    calls = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd, in_fd, offset, count):
+        calls.append(count)
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+
+    async def main():
+        calls.clear()
+        loop = asyncio.get_running_loop()
+        transport, protocol, peer = await connected_pair()
+        transport.write(b"head")                 # queued or sent: sendfile waits for it
+        with open(path, "rb") as f:
+            sending = asyncio.ensure_future(loop.sendfile(transport, f))
+            received = await loop.run_in_executor(None, recv_exactly, peer, 4 + len(data))
+            sent = await asyncio.wait_for(sending, 10)
+        transport.write(b"tail")
+        tail = await loop.run_in_executor(None, recv_exactly, peer, 4)
+        transport.close()
+        await asyncio.wait_for(protocol.lost, 10)
+        peer.close()
+        return sent, received == b"head" + data, tail, bool(calls), merged(protocol.events)
+
+    stock, ours = run_both(main)
+    assert stock == ours
+    assert ours[:4] == (len(data), True, b"tail", True)
+
+
 def test_transport_and_buffer_are_freed():
     """No reference to a closed transport, its protocol or the data stays
     behind in the native paths."""
