@@ -163,11 +163,11 @@ def accept_connection(self, protocol_factory, sock, sslcontext=None, server=None
             # its accept() gets the same error again (or the next
             # connection, if the shortage has passed).
             return _stock_accept_connection(*args)
-        if context is None:
-            contextvars.copy_context().run(_serve_connection, self, protocol_factory, conn, addr, server, None)
-        else:
-            conn_context = context.copy()
-            conn_context.run(_serve_connection, self, protocol_factory, conn, addr, server, conn_context)
+        # The transport gets the connection's context only when the server
+        # has one (3.15); else its callbacks copy the current one, as asyncio's.
+        conn_context = contextvars.copy_context() if context is None else context.copy()
+        conn_context.run(_serve_connection, self, protocol_factory, conn, addr, server,
+                         None if context is None else conn_context)
         if sock.fileno() < 0:
             # The factory closed the server (asyncio's tasks would run it
             # after this loop): no accept() on the closed socket.

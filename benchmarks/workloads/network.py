@@ -234,13 +234,13 @@ def rates(requests, cpu, window, metrics=ECHO_METRICS):
     return {rate.name: requests / window, cpu_per.name: cpu / requests * 1e6}
 
 
-def measure_echo(kind, nbytes, conns, loop_name, quick, tls=False, reconnect=False):
+def measure_echo(kind, nbytes, conns, loop_name, quick, tls=False, reconnect=False, metrics=ECHO_METRICS):
     timing = timing_for(quick)
     with contextlib.ExitStack() as stack:
         certfile = stack.enter_context(self_signed_certificate()) if tls else None
         server, port = start_server(stack, loop_name, kind, timing, certfile)
         requests, cpu = drive(stack, server, port, (b"x" * nbytes, nbytes), conns, timing, tls, reconnect)
-    return rates(requests, cpu, timing.window, CONNECT_METRICS if reconnect else ECHO_METRICS)
+    return rates(requests, cpu, timing.window, metrics)
 
 
 ECHO_NOTE = ("TCP echo: the server on the loop in a process of its own, blocking clients in others "
@@ -256,11 +256,13 @@ CONNECT_NOTE = ("connect: the Protocol echo server, each client connection a new
 
 
 def echo_workload(kind, size_kib, conns, max_reps=0, tls=False, reconnect=False):
+    metrics = CONNECT_METRICS if reconnect else ECHO_METRICS
     return Workload(
         name=f"{'connect' if reconnect else 'echo'} {KINDS[kind]}{' TLS' if tls else ''} {size_kib} KiB x{conns}",
         group="network",
-        run=functools.partial(measure_echo, kind, size_kib * 1024, conns, tls=tls, reconnect=reconnect),
-        metrics=CONNECT_METRICS if reconnect else ECHO_METRICS,
+        run=functools.partial(measure_echo, kind, size_kib * 1024, conns, tls=tls, reconnect=reconnect,
+                              metrics=metrics),
+        metrics=metrics,
         loops=TLS_LOOPS if tls else Workload.loops,
         note=CONNECT_NOTE if reconnect else TLS_NOTE if tls else ECHO_NOTE,
         max_reps=max_reps,
