@@ -20,6 +20,7 @@ import contextvars
 import errno
 import socket
 import sys
+import weakref
 from asyncio import constants, selector_events, sslproto, unix_events
 from asyncio.log import logger
 
@@ -46,11 +47,7 @@ class SocketTransport(_goloop.SocketTransportCore, selector_events._SelectorSock
     # reads and writes as attributes and the C half at fixed offsets.
     __slots__ = _SHARED_SLOTS + ("_eof", "_empty_waiter", "_read_ready_cb")
 
-    def __init__(self, *args, **kwargs):
-        # asyncio's class attribute _sock = None, which the slot hides, is
-        # what its __del__ reads of a transport whose __init__ failed early.
-        self._sock = None
-        super().__init__(*args, **kwargs)
+    # __init__ is SocketTransportCore's: asyncio's, in C (stream_init.c).
 
 
 class DatagramTransport(_goloop.DatagramTransportCore, selector_events._SelectorDatagramTransport):
@@ -83,10 +80,28 @@ _goloop._setup_transports(selector_events._SelectorSocketTransport, SocketTransp
                           unix_events._UnixReadPipeTransport, ReadPipeTransport)
 
 
+_stock_ensure_fd_no_transport = selector_events.BaseSelectorEventLoop._ensure_fd_no_transport
+
+
+def _ensure_fd_no_transport(loop, sock):
+    """loop._ensure_fd_no_transport(sock): the socket's fd is free of
+    transports (or of open ones) — asyncio's method, which asks
+    loop._transports for the fd and catches the KeyError of a free one,
+    costs a raised exception on every new connection; a free fd of a
+    plain socket is seen here without one."""
+    transports = loop._transports
+    if (type(sock) is socket.socket and type(transports) is weakref.WeakValueDictionary
+            and type(loop)._ensure_fd_no_transport is _stock_ensure_fd_no_transport):
+        ref = transports.data.get(sock.fileno())
+        if ref is None or ref() is None:
+            return
+    loop._ensure_fd_no_transport(sock)      # raises as asyncio's
+
+
 def make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None, **kwargs):
     """EventLoop._make_socket_transport: asyncio's, with SocketTransport."""
     if _ENSURES_FD_NO_TRANSPORT:
-        self._ensure_fd_no_transport(sock)
+        _ensure_fd_no_transport(self, sock)
     return SocketTransport(self, sock, protocol, waiter, extra, server, **kwargs)
 
 

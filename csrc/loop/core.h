@@ -29,6 +29,7 @@
  *              slots, the read buffer, errors
  *   stream.c   SocketTransportCore: the socket transport's read and write
  *              paths, in front of asyncio's _SelectorSocketTransport
+ *   stream_init.c  its constructor: asyncio's __init__ chain, in C
  *   datagram.c DatagramTransportCore: the same for UDP
  *   pipe.c     ReadPipeTransportCore: the same for pipes' reading ends
  *
@@ -270,6 +271,8 @@ struct gl_transports {
              *msg_dgram_write_error, *msg_pipe_read_error;
     char *buf;                       /* the read buffer */
     size_t cap;
+    struct gl_tr_init *init;         /* SocketTransport's constructor's
+                                        (stream_init.c) */
 };
 
 /* The state, for a method of a core of `kind` called on self (NULL with a
@@ -300,6 +303,14 @@ PyObject *gl_tr_fatal(struct gl_transports *t, PyObject *self, PyObject *exc, Py
 PyObject *gl_tr_failed(struct gl_transports *t, PyObject *self, PyObject *message);
 /* errno values asyncio ignores (BlockingIOError, InterruptedError). */
 int gl_tr_would_block(int err);
+
+/* stream_init.c: SocketTransportCore's tp_init (asyncio's
+ * _SelectorSocketTransport.__init__ in C), its set-up from asyncio's class,
+ * and its references. */
+int gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds);
+int gl_stream_init_setup(struct gl_transports *t, PyObject *stock_class);
+int gl_stream_init_traverse(struct gl_transports *t, visitproc visit, void *arg);
+void gl_stream_init_free(struct gl_transports *t);
 
 extern PyMethodDef gl_transport_methods[];   /* _setup_transports */
 int gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg);

@@ -356,6 +356,7 @@ static PyType_Slot transport_slots[] = {
                 "(goloop._transports.SocketTransport), in front of asyncio's "
                 "_SelectorSocketTransport."},
     {Py_tp_methods, transport_methods},
+    {Py_tp_init, gl_socket_transport_init},
     {0, NULL}
 };
 

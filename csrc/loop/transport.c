@@ -303,7 +303,8 @@ mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(t->type[GL_TR_STREAM], (PyTypeObject *)Py_NewRef(args[1]));
     Py_XSETREF(t->type[GL_TR_DATAGRAM], (PyTypeObject *)Py_NewRef(args[3]));
     Py_XSETREF(t->type[GL_TR_PIPE], (PyTypeObject *)Py_NewRef(args[5]));
-    if (transports_names(t) < 0 || transports_slots(t) < 0) {
+    if (transports_names(t) < 0 || transports_slots(t) < 0
+            || gl_stream_init_setup(t, args[0]) < 0) {
         for (int k = 0; k < GL_TR_KINDS; k++)
             Py_CLEAR(t->type[k]);   /* not set up, then */
         return NULL;
@@ -331,6 +332,7 @@ gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg)
         Py_VISIT(t->stock_pipe_read);
         for (int k = 0; k < GL_TR_KINDS; k++)
             Py_VISIT(t->type[k]);
+        return gl_stream_init_traverse(t, visit, arg);
     }
     return 0;
 }
@@ -342,6 +344,7 @@ gl_transports_free(gl_module_state *st)
     if (t == NULL)
         return;
     st->transports = NULL;
+    gl_stream_init_free(t);
     PyObject **refs[] = {
         &t->stock_write, &t->stock_sendto, &t->stock_pipe_read, (PyObject **)&t->type[GL_TR_STREAM],
         (PyObject **)&t->type[GL_TR_DATAGRAM], (PyObject **)&t->type[GL_TR_PIPE],
