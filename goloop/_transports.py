@@ -36,8 +36,14 @@ _ACCEPT_SKIPS_ABORTED = sys.version_info >= (3, 15)
 _ACCEPT_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # The attributes of asyncio's transports that the native halves read on
-# every call (with BaseTransport's slot _extra).
+# every call (with BaseTransport's slot _extra).  SocketTransport adds the
+# others its native construction and closing set (stream_life.c), those of
+# the running version among them: 3.12+ bind _write_ready on each transport
+# (3.11 has it as a method, which a slot would hide), 3.15 gives it a
+# context and counts its buffer.
 _SHARED_SLOTS = ("_sock", "_sock_fd", "_protocol", "_conn_lost", "_buffer", "_closing", "_paused")
+_SOCKET_VERSION_SLOTS = ((("_write_ready",) if sys.version_info >= (3, 12) else ())
+                         + (("_context", "_buffer_size") if sys.version_info >= (3, 15) else ()))
 
 
 class SocketTransport(_goloop.SocketTransportCore, selector_events._SelectorSocketTransport):
@@ -45,9 +51,10 @@ class SocketTransport(_goloop.SocketTransportCore, selector_events._SelectorSock
 
     # What both halves read on every call: slots, which asyncio's code
     # reads and writes as attributes and the C half at fixed offsets.
-    __slots__ = _SHARED_SLOTS + ("_eof", "_empty_waiter", "_read_ready_cb")
+    __slots__ = _SHARED_SLOTS + ("_eof", "_empty_waiter", "_read_ready_cb", "_protocol_connected",
+                                 "_server") + _SOCKET_VERSION_SLOTS
 
-    # __init__ is SocketTransportCore's: asyncio's, in C (stream_init.c).
+    # __init__ is SocketTransportCore's: asyncio's, in C (stream_life.c).
 
 
 class DatagramTransport(_goloop.DatagramTransportCore, selector_events._SelectorDatagramTransport):

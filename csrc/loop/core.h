@@ -29,7 +29,8 @@
  *              slots, the read buffer, errors
  *   stream.c   SocketTransportCore: the socket transport's read and write
  *              paths, in front of asyncio's _SelectorSocketTransport
- *   stream_init.c  its constructor: asyncio's __init__ chain, in C
+ *   stream_life.c  its construction and closing: asyncio's __init__
+ *              chain, close and _call_connection_lost, in C
  *   datagram.c DatagramTransportCore: the same for UDP
  *   pipe.c     ReadPipeTransportCore: the same for pipes' reading ends
  *
@@ -262,17 +263,17 @@ struct gl_transports {
     Py_ssize_t off_eof, off_empty_waiter, off_read_ready_cb;   /* streams' */
     Py_ssize_t off_address;                                     /* datagrams' */
     Py_ssize_t off_fileno, off_pipe_protocol;                   /* pipes' */
-    PyObject *str_max_size, *str_fatal_error, *str_on_eof, *str_data_received,
+    PyObject *str_max_size, *str_fatal_error, *str_data_received,
              *str_get_buffer, *str_buffer_updated, *str_recv_into,
              *str_recvfrom_into, *str_sendto, *str_datagram_received,
              *str_error_received, *str_peername, *str_read_eof;
     PyObject *msg_read_error, *msg_write_error, *msg_data_received,
-             *msg_get_buffer, *msg_buffer_updated, *msg_dgram_read_error,
+             *msg_get_buffer, *msg_buffer_updated, *msg_eof_received, *msg_dgram_read_error,
              *msg_dgram_write_error, *msg_pipe_read_error;
     char *buf;                       /* the read buffer */
     size_t cap;
-    struct gl_tr_init *init;         /* SocketTransport's constructor's
-                                        (stream_init.c) */
+    struct gl_tr_life *life;         /* the socket transport's construction
+                                        and closing (stream_life.c) */
 };
 
 /* The state, for a method of a core of `kind` called on self (NULL with a
@@ -304,13 +305,21 @@ PyObject *gl_tr_failed(struct gl_transports *t, PyObject *self, PyObject *messag
 /* errno values asyncio ignores (BlockingIOError, InterruptedError). */
 int gl_tr_would_block(int err);
 
-/* stream_init.c: SocketTransportCore's tp_init (asyncio's
- * _SelectorSocketTransport.__init__ in C), its set-up from asyncio's class,
- * and its references. */
+/* stream_life.c: SocketTransportCore's tp_init (asyncio's
+ * _SelectorSocketTransport.__init__ in C), its closing methods, the end of
+ * a read that found EOF (asyncio's _read_ready__on_eof), the set-up from
+ * asyncio's class, and its references. */
 int gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds);
-int gl_stream_init_setup(struct gl_transports *t, PyObject *stock_class);
-int gl_stream_init_traverse(struct gl_transports *t, visitproc visit, void *arg);
-void gl_stream_init_free(struct gl_transports *t);
+PyObject *gl_stream_on_eof(struct gl_transports *t, PyObject *self);
+/* SocketTransportCore's close() and _call_connection_lost(exc) */
+PyObject *gl_stream_close(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames);
+PyObject *gl_stream_call_connection_lost(PyObject *self, PyTypeObject *cls,
+                                         PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames);
+int gl_stream_life_setup(struct gl_transports *t, PyObject *stock_class);
+int gl_stream_life_traverse(struct gl_transports *t, visitproc visit, void *arg);
+void gl_stream_life_free(struct gl_transports *t);
 
 extern PyMethodDef gl_transport_methods[];   /* _setup_transports */
 int gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg);

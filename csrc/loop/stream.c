@@ -52,11 +52,11 @@ io_failed(struct gl_transports *s, PyObject *self, int err, PyObject *message)
 
 /* ---- reading ----------------------------------------------------------- */
 
-/* self._read_ready__on_eof() */
+/* asyncio's self._read_ready__on_eof(), in C (stream_life.c) */
 static PyObject *
 read_eof(struct gl_transports *s, PyObject *self)
 {
-    return PyObject_CallMethodNoArgs(self, s->str_on_eof);
+    return gl_stream_on_eof(s, self);
 }
 
 /* self._sock.recv_into(buf) */
@@ -348,6 +348,13 @@ static PyMethodDef transport_methods[] = {
      "write(data)\n--\n\nWrite the bytes-like data to the transport: sent at "
      "once when nothing is queued, else queued and sent when the socket "
      "can take it."},
+    {"close", (PyCFunction)(void (*)(void))gl_stream_close,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     "close()\n--\n\nClose the transport: buffered data is sent first, then "
+     "protocol.connection_lost(None) is called."},
+    {"_call_connection_lost", (PyCFunction)(void (*)(void))gl_stream_call_connection_lost,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     "Call protocol.connection_lost(exc) and release the socket."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -213,7 +213,6 @@ transports_names(struct gl_transports *t)
 {
     return intern(&t->str_max_size, "max_size")
         | intern(&t->str_fatal_error, "_fatal_error")
-        | intern(&t->str_on_eof, "_read_ready__on_eof")
         | intern(&t->str_data_received, "data_received")
         | intern(&t->str_get_buffer, "get_buffer")
         | intern(&t->str_buffer_updated, "buffer_updated")
@@ -230,6 +229,7 @@ transports_names(struct gl_transports *t)
         | intern(&t->msg_data_received, "Fatal error: protocol.data_received() call failed.")
         | intern(&t->msg_get_buffer, "Fatal error: protocol.get_buffer() call failed.")
         | intern(&t->msg_buffer_updated, "Fatal error: protocol.buffer_updated() call failed.")
+        | intern(&t->msg_eof_received, "Fatal error: protocol.eof_received() call failed.")
         | intern(&t->msg_dgram_read_error, "Fatal read error on datagram transport")
         | intern(&t->msg_dgram_write_error, "Fatal write error on datagram transport");
 }
@@ -304,7 +304,7 @@ mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(t->type[GL_TR_DATAGRAM], (PyTypeObject *)Py_NewRef(args[3]));
     Py_XSETREF(t->type[GL_TR_PIPE], (PyTypeObject *)Py_NewRef(args[5]));
     if (transports_names(t) < 0 || transports_slots(t) < 0
-            || gl_stream_init_setup(t, args[0]) < 0) {
+            || gl_stream_life_setup(t, args[0]) < 0) {
         for (int k = 0; k < GL_TR_KINDS; k++)
             Py_CLEAR(t->type[k]);   /* not set up, then */
         return NULL;
@@ -332,7 +332,7 @@ gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg)
         Py_VISIT(t->stock_pipe_read);
         for (int k = 0; k < GL_TR_KINDS; k++)
             Py_VISIT(t->type[k]);
-        return gl_stream_init_traverse(t, visit, arg);
+        return gl_stream_life_traverse(t, visit, arg);
     }
     return 0;
 }
@@ -344,15 +344,15 @@ gl_transports_free(gl_module_state *st)
     if (t == NULL)
         return;
     st->transports = NULL;
-    gl_stream_init_free(t);
+    gl_stream_life_free(t);
     PyObject **refs[] = {
         &t->stock_write, &t->stock_sendto, &t->stock_pipe_read, (PyObject **)&t->type[GL_TR_STREAM],
         (PyObject **)&t->type[GL_TR_DATAGRAM], (PyObject **)&t->type[GL_TR_PIPE],
         &t->str_max_size, &t->str_fatal_error, &t->str_read_eof, &t->msg_pipe_read_error,
-        &t->str_on_eof, &t->str_data_received, &t->str_get_buffer, &t->str_buffer_updated,
+        &t->str_data_received, &t->str_get_buffer, &t->str_buffer_updated,
         &t->str_recv_into, &t->str_recvfrom_into, &t->str_sendto, &t->str_datagram_received,
         &t->str_error_received, &t->str_peername, &t->msg_read_error, &t->msg_write_error,
-        &t->msg_data_received, &t->msg_get_buffer, &t->msg_buffer_updated,
+        &t->msg_data_received, &t->msg_get_buffer, &t->msg_buffer_updated, &t->msg_eof_received,
         &t->msg_dgram_read_error, &t->msg_dgram_write_error,
     };
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)

@@ -1,24 +1,32 @@
 /*
- * stream_init.c — a socket transport's construction, in C.
+ * stream_life.c — a socket transport's construction and closing, in C.
  *
  * SocketTransportCore's tp_init is what SocketTransport(loop, sock,
  * protocol, waiter, extra, server[, context]) runs: asyncio's
  * _SelectorSocketTransport.__init__, with the four __init__s it chains
  * (_SelectorTransport, _FlowControlMixin, BaseTransport and the write
- * buffer limits) done as one, statement by statement, in asyncio's order,
- * with the running version's differences:
+ * buffer limits) done as one, statement by statement, in asyncio's order.
+ * Its close() and _call_connection_lost() are asyncio's pairs of methods
+ * (_SelectorSocketTransport's around _SelectorTransport's) done the same
+ * way, try/finally blocks included, and a read that finds EOF ends in
+ * asyncio's _read_ready__on_eof done here.  The running version's
+ * differences:
  *
  *   3.11     the write buffer is _buffer_factory() (a bytearray);
- *            server._attach() takes no argument; no _write_ready to bind
- *   3.12     a deque, _write_ready bound to _write_sendmsg or _write_send
- *   3.13+    server._attach(transport)
+ *            server._attach() and _detach() take no argument; no
+ *            _write_ready to bind; close() is _SelectorTransport's alone
+ *   3.12     a deque, _write_ready bound to _write_sendmsg or _write_send;
+ *            close() drops _read_ready_cb and _write_ready
+ *   3.13     server._attach(transport), _detach(transport)
+ *   3.14     close() drops _read_ready_cb only; _call_connection_lost
+ *            drops both, in a finally block with the empty waiter's error
  *   3.15     the transport's context (its callbacks run in it) and
  *            _buffer_size
  *
- * Why: a server makes one per accepted connection, and asyncio's chain
- * costs a dozen Python frames, two of them enum conversions of the
- * socket's family and type for _set_nodelay's test — more than a third of
- * what goloop spent on a short connection beyond uvloop.  Here the test
+ * Why: a server makes and closes one per connection, and asyncio's chains
+ * cost a dozen and a half Python frames, two of them enum conversions of
+ * the socket's family and type for _set_nodelay's test — the largest part
+ * of what goloop spent on a short connection beyond uvloop.  Here the test
  * reads the socket's integers.
  *
  * What asyncio's __init__ looks up when it runs — base_events._set_nodelay,
@@ -27,8 +35,11 @@
  * _set_nodelay or TransportSocket is not the one seen at set-up, or the
  * socket is not a plain socket.socket (a subclass may define family or
  * fileno its own way), or the arguments are not the usual ones, asyncio's
- * own __init__ runs instead.  tests/transports test_transport_init.py
- * compares the two on every attribute and every callback scheduled.
+ * own __init__ runs instead (and its close or _call_connection_lost for
+ * arguments they would refuse).  Attributes are read and written by name,
+ * as asyncio's code does, slots or not.  tests/transports/
+ * test_transport_life.py compares both ways on every attribute, callback
+ * scheduled, exception and its context.
  */
 #include "core.h"
 
@@ -50,7 +61,9 @@ enum {
     N_READ_GET_BUFFER, N_READ_DATA, N_SERVER, N_BUFFER, N_BUFFER_SIZE, N_CONN_LOST,
     N_CLOSING, N_PAUSED, N_ATTACH, N_TRANSPORTS, N_EOF, N_EMPTY_WAITER, N_WRITE_READY,
     N_WRITE_METHOD, N_CALL_SOON, N_CONNECTION_MADE, N_ADD_READER, N_READ_READY,
-    N_SET_RESULT, N_SET_NODELAY, N_TRANSPORT_SOCKET, N_CONTEXT, N_COUNT
+    N_SET_RESULT, N_SET_NODELAY, N_TRANSPORT_SOCKET, N_CONTEXT,
+    N_REMOVE_READER, N_REMOVE_WRITER, N_CALL_CONNECTION_LOST, N_CONNECTION_LOST, N_CLOSE,
+    N_DETACH, N_EOF_RECEIVED, N_GET_DEBUG, N_SET_EXCEPTION, N_COUNT
 };
 
 static const char *const NAMES[N_COUNT] = {
@@ -62,10 +75,15 @@ static const char *const NAMES[N_COUNT] = {
     "_empty_waiter", "_write_ready", NULL /* N_WRITE_METHOD: set up */, "call_soon",
     "connection_made", "_add_reader", "_read_ready", "_set_result_unless_cancelled",
     "_set_nodelay", "TransportSocket", "context",
+    "_remove_reader", "_remove_writer", "_call_connection_lost", "connection_lost", "close",
+    "_detach", "eof_received", "get_debug", "set_exception",
 };
 
-struct gl_tr_init {
-    PyObject *stock_init;          /* _SelectorSocketTransport.__init__ */
+struct gl_tr_life {
+    PyObject *stock_init;          /* _SelectorSocketTransport.__init__, */
+    PyObject *stock_close;         /* .close, */
+    PyObject *stock_lost;          /* ._call_connection_lost, */
+    PyObject *stock_on_eof;        /* ._read_ready__on_eof */
     PyObject *base_events, *trsock, *futures;   /* asyncio's modules */
     PyObject *set_nodelay;         /* base_events._set_nodelay, at set-up */
     PyObject *transport_socket;    /* trsock.TransportSocket, at set-up */
@@ -75,6 +93,8 @@ struct gl_tr_init {
     PyObject *family, *type, *proto;   /* _socket.socket's getters (ints) */
     PyObject *kw_context;          /* ("context",) */
     PyObject *name[N_COUNT];
+    Py_ssize_t off[N_COUNT];       /* the byte offset of the SocketTransport
+                                      slot of that name, or -1 (no slot) */
 };
 
 /* ---- set-up ------------------------------------------------------------ */
@@ -109,8 +129,22 @@ socket_getter(PyObject **into, const char *name)
     return 0;
 }
 
+/* The attributes that are slots of SocketTransport: read and written at
+ * their offsets (a generic attribute access costs ten times more). */
+static void
+find_slots(struct gl_tr_life *in, PyTypeObject *type)
+{
+    for (int i = 0; i < N_COUNT; i++) {
+        const char *name = PyUnicode_AsUTF8(in->name[i]);
+        if (name == NULL || gl_slot_offset(type, name, &in->off[i]) < 0) {
+            PyErr_Clear();      /* a method, or an attribute in the dict */
+            in->off[i] = -1;
+        }
+    }
+}
+
 static int
-setup_fill(struct gl_tr_init *in, PyObject *stock_class)
+setup_fill(struct gl_tr_life *in, PyObject *stock_class, PyTypeObject *type)
 {
     int has_sendmsg = 0;
 #if PY_3_12
@@ -129,6 +163,9 @@ setup_fill(struct gl_tr_init *in, PyObject *stock_class)
             return -1;
     }
     if ((in->stock_init = PyObject_GetAttrString(stock_class, "__init__")) == NULL
+            || (in->stock_close = PyObject_GetAttrString(stock_class, "close")) == NULL
+            || (in->stock_lost = PyObject_GetAttrString(stock_class, "_call_connection_lost")) == NULL
+            || (in->stock_on_eof = PyObject_GetAttrString(stock_class, "_read_ready__on_eof")) == NULL
             || import_attr(&in->base_events, "asyncio.base_events", NULL) < 0
             || import_attr(&in->trsock, "asyncio.trsock", NULL) < 0
             || import_attr(&in->futures, "asyncio.futures", NULL) < 0
@@ -147,50 +184,52 @@ setup_fill(struct gl_tr_init *in, PyObject *stock_class)
             || socket_getter(&in->proto, "proto") < 0
             || (in->kw_context = PyTuple_Pack(1, in->name[N_CONTEXT])) == NULL)
         return -1;
+    find_slots(in, type);
     return 0;
 }
 
-static void init_free(struct gl_tr_init *in);
+static void init_free(struct gl_tr_life *in);
 
 int
-gl_stream_init_setup(struct gl_transports *t, PyObject *stock_class)
+gl_stream_life_setup(struct gl_transports *t, PyObject *stock_class)
 {
-    struct gl_tr_init *in = PyMem_Calloc(1, sizeof *in);
+    struct gl_tr_life *in = PyMem_Calloc(1, sizeof *in);
     if (in == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    if (setup_fill(in, stock_class) < 0) {
+    if (setup_fill(in, stock_class, t->type[GL_TR_STREAM]) < 0) {
         init_free(in);
         return -1;
     }
-    gl_stream_init_free(t);    /* set up again: the new classes' */
-    t->init = in;
+    gl_stream_life_free(t);    /* set up again: the new classes' */
+    t->life = in;
     return 0;
 }
 
-#define INIT_REFS(in) { \
-    &(in)->stock_init, &(in)->base_events, &(in)->trsock, &(in)->futures, \
+#define LIFE_REFS(in) { \
+    &(in)->stock_init, &(in)->stock_close, &(in)->stock_lost, &(in)->stock_on_eof, \
+    &(in)->base_events, &(in)->trsock, &(in)->futures, \
     &(in)->set_nodelay, &(in)->transport_socket, &(in)->buffered_protocol, \
     &(in)->buffer_factory, &(in)->socket_type, &(in)->family, &(in)->type, \
     &(in)->proto, &(in)->kw_context }
 
 int
-gl_stream_init_traverse(struct gl_transports *t, visitproc visit, void *arg)
+gl_stream_life_traverse(struct gl_transports *t, visitproc visit, void *arg)
 {
-    struct gl_tr_init *in = t->init;
+    struct gl_tr_life *in = t->life;
     if (in == NULL)
         return 0;
-    PyObject **refs[] = INIT_REFS(in);
+    PyObject **refs[] = LIFE_REFS(in);
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
         Py_VISIT(*refs[i]);
     return 0;
 }
 
 static void
-init_free(struct gl_tr_init *in)
+init_free(struct gl_tr_life *in)
 {
-    PyObject **refs[] = INIT_REFS(in);
+    PyObject **refs[] = LIFE_REFS(in);
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
         Py_CLEAR(*refs[i]);
     for (int i = 0; i < N_COUNT; i++)
@@ -199,11 +238,11 @@ init_free(struct gl_tr_init *in)
 }
 
 void
-gl_stream_init_free(struct gl_transports *t)
+gl_stream_life_free(struct gl_transports *t)
 {
-    if (t->init != NULL) {
-        init_free(t->init);
-        t->init = NULL;
+    if (t->life != NULL) {
+        init_free(t->life);
+        t->life = NULL;
     }
 }
 
@@ -234,14 +273,32 @@ parse_args(PyObject *args, PyObject *kwds, struct init_args *a)
 }
 
 static int
-set(struct gl_tr_init *in, PyObject *self, int name, PyObject *value)
+set(struct gl_tr_life *in, PyObject *self, int name, PyObject *value)
 {
-    return PyObject_SetAttr(self, in->name[name], value);
+    Py_ssize_t off = in->off[name];
+    if (off < 0)
+        return PyObject_SetAttr(self, in->name[name], value);
+    Py_XSETREF(GL_SLOT(self, off), Py_NewRef(value));
+    return 0;
+}
+
+/* self.<name>: a new reference, or NULL with an exception. */
+static PyObject *
+get(struct gl_tr_life *in, PyObject *self, int name)
+{
+    Py_ssize_t off = in->off[name];
+    if (off < 0)
+        return PyObject_GetAttr(self, in->name[name]);
+    PyObject *v = GL_SLOT(self, off);
+    if (v == NULL)
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%U'",
+                     Py_TYPE(self)->tp_name, in->name[name]);
+    return Py_XNewRef(v);
 }
 
 /* set(), stealing value (NULL: an error already raised). */
 static int
-set_new(struct gl_tr_init *in, PyObject *self, int name, PyObject *value)
+set_new(struct gl_tr_life *in, PyObject *self, int name, PyObject *value)
 {
     if (value == NULL)
         return -1;
@@ -263,7 +320,7 @@ unpatched(PyObject *module, PyObject *name, PyObject *seen)
 
 /* extra[key] = sock.method(), or None when it raises OSError. */
 static int
-set_address(struct gl_tr_init *in, PyObject *extra, int key, PyObject *sock, int method)
+set_address(struct gl_tr_life *in, PyObject *extra, int key, PyObject *sock, int method)
 {
     PyObject *addr = PyObject_CallMethodNoArgs(sock, in->name[method]);
     if (addr == NULL) {
@@ -292,7 +349,7 @@ socket_int(PyObject *getter, PyObject *sock)
 /* base_events._set_nodelay(sock) for a plain socket.socket: TCP_NODELAY on
  * a TCP socket of family AF_INET or AF_INET6 with protocol IPPROTO_TCP. */
 static int
-set_nodelay(struct gl_tr_init *in, PyObject *sock, int fd)
+set_nodelay(struct gl_tr_life *in, PyObject *sock, int fd)
 {
     long family = socket_int(in->family, sock);
     long type = family < 0 ? -1 : socket_int(in->type, sock);
@@ -313,7 +370,7 @@ set_nodelay(struct gl_tr_init *in, PyObject *sock, int fd)
 /* self.<method> bound, passed to loop.call_soon with args (3.15: in the
  * transport's context, as its _call_soon does). */
 static int
-call_soon(struct gl_tr_init *in, PyObject *loop, PyObject *context,
+call_soon(struct gl_tr_life *in, PyObject *loop, PyObject *context,
           PyObject *callback, PyObject *arg1, PyObject *arg2)
 {
     if (callback == NULL)
@@ -337,13 +394,13 @@ call_soon(struct gl_tr_init *in, PyObject *loop, PyObject *context,
 /* _SelectorSocketTransport.set_protocol(protocol), for SocketTransport,
  * which does not override it. */
 static int
-set_protocol(struct gl_tr_init *in, PyObject *self, PyObject *protocol)
+set_protocol(struct gl_tr_life *in, PyObject *self, PyObject *protocol)
 {
     int buffered = PyObject_IsInstance(protocol, in->buffered_protocol);
     if (buffered < 0)
         return -1;
     if (set_new(in, self, N_READ_READY_CB,
-                PyObject_GetAttr(self, in->name[buffered ? N_READ_GET_BUFFER : N_READ_DATA])) < 0
+                get(in, self, buffered ? N_READ_GET_BUFFER : N_READ_DATA)) < 0
             || set(in, self, N_PROTOCOL, protocol) < 0)
         return -1;
     return set(in, self, N_PROTOCOL_CONNECTED, Py_True);
@@ -351,7 +408,7 @@ set_protocol(struct gl_tr_init *in, PyObject *self, PyObject *protocol)
 
 /* The four __init__s of asyncio's _SelectorTransport chain, in order. */
 static int
-init_selector_transport(struct gl_tr_init *in, PyObject *self, struct init_args *a)
+init_selector_transport(struct gl_tr_life *in, PyObject *self, struct init_args *a)
 {
     /* BaseTransport: extra, or a new dict */
     PyObject *extra = a->extra == Py_None ? PyDict_New() : Py_NewRef(a->extra);
@@ -406,7 +463,7 @@ init_selector_transport(struct gl_tr_init *in, PyObject *self, struct init_args 
         Py_DECREF(ok);
     }
     PyObject *table = PyObject_GetAttr(a->loop, in->name[N_TRANSPORTS]);
-    PyObject *fd = table ? PyObject_GetAttr(self, in->name[N_SOCK_FD]) : NULL;
+    PyObject *fd = table ? get(in, self, N_SOCK_FD) : NULL;
     r = fd ? PyObject_SetItem(table, fd, self) : -1;
     Py_XDECREF(fd);
     Py_XDECREF(table);
@@ -420,15 +477,15 @@ done:
 /* The rest of _SelectorSocketTransport.__init__: state, TCP_NODELAY, and
  * the callbacks that make the connection and start reading. */
 static int
-init_socket_transport(struct gl_tr_init *in, PyObject *self, struct init_args *a)
+init_socket_transport(struct gl_tr_life *in, PyObject *self, struct init_args *a)
 {
     if (set(in, self, N_EOF, Py_False) < 0 || set(in, self, N_EMPTY_WAITER, Py_None) < 0)
         return -1;
 #if PY_3_12
-    if (set_new(in, self, N_WRITE_READY, PyObject_GetAttr(self, in->name[N_WRITE_METHOD])) < 0)
+    if (set_new(in, self, N_WRITE_READY, get(in, self, N_WRITE_METHOD)) < 0)
         return -1;
 #endif
-    PyObject *fd_obj = PyObject_GetAttr(self, in->name[N_SOCK_FD]);
+    PyObject *fd_obj = get(in, self, N_SOCK_FD);
     if (fd_obj == NULL)
         return -1;
     long fd = PyLong_AsLong(fd_obj);
@@ -438,7 +495,7 @@ init_socket_transport(struct gl_tr_init *in, PyObject *self, struct init_args *a
     /* a closed socket's -1: setsockopt() fails as the socket's would */
     if (set_nodelay(in, a->sock, fd < 0 || fd > INT_MAX ? -1 : (int)fd) < 0)
         goto done;
-    PyObject *protocol = PyObject_GetAttr(self, in->name[N_PROTOCOL]);
+    PyObject *protocol = get(in, self, N_PROTOCOL);
     if (protocol == NULL)
         goto done;
     int r = call_soon(in, a->loop, a->context,
@@ -446,10 +503,10 @@ init_socket_transport(struct gl_tr_init *in, PyObject *self, struct init_args *a
     Py_DECREF(protocol);
     if (r < 0)
         goto done;
-    PyObject *read_ready = PyObject_GetAttr(self, in->name[N_READ_READY]);
+    PyObject *read_ready = get(in, self, N_READ_READY);
     if (read_ready == NULL)
         goto done;
-    r = call_soon(in, a->loop, a->context, PyObject_GetAttr(self, in->name[N_ADD_READER]),
+    r = call_soon(in, a->loop, a->context, get(in, self, N_ADD_READER),
                   fd_obj, read_ready);
     Py_DECREF(read_ready);
     if (r < 0)
@@ -467,7 +524,7 @@ done:
 
 /* Can the native constructor stand in for asyncio's?  1, 0, or -1. */
 static int
-native_fits(struct gl_tr_init *in, struct init_args *a)
+native_fits(struct gl_tr_life *in, struct init_args *a)
 {
     if (!Py_IS_TYPE(a->sock, (PyTypeObject *)in->socket_type))
         return 0;
@@ -488,7 +545,7 @@ gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds)
     struct gl_transports *t = gl_tr_state(st->socket_transport_type, self, GL_TR_STREAM);
     if (t == NULL)
         return -1;
-    struct gl_tr_init *in = t->init;
+    struct gl_tr_life *in = t->life;
     /* asyncio's class attribute _sock = None, which the slot hides, is what
      * its __del__ reads of a transport whose __init__ failed early. */
     if (set(in, self, N_SOCK, Py_None) < 0)
@@ -512,6 +569,237 @@ gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds)
             || init_selector_transport(in, self, &a) < 0)
         return -1;
     return init_socket_transport(in, self, &a);
+}
+
+/* ---- closing ---------------------------------------------------------- */
+
+/* self.<name>.<method>(arg): 0, or -1. */
+static int
+call_on_attr(struct gl_tr_life *in, PyObject *self, int name, int method, PyObject *arg)
+{
+    PyObject *obj = get(in, self, name);
+    if (obj == NULL)
+        return -1;
+    PyObject *r = arg == NULL ? PyObject_CallMethodNoArgs(obj, in->name[method])
+                              : PyObject_CallMethodOneArg(obj, in->name[method], arg);
+    Py_DECREF(obj);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* self._loop.<method>(self._sock_fd) */
+static int
+loop_fd_call(struct gl_tr_life *in, PyObject *self, int method)
+{
+    PyObject *fd = get(in, self, N_SOCK_FD);
+    if (fd == NULL)
+        return -1;
+    int r = call_on_attr(in, self, N_LOOP, method, fd);
+    Py_DECREF(fd);
+    return r;
+}
+
+/* bool(self.<name>): 1, 0, or -1 */
+static int
+attr_true(struct gl_tr_life *in, PyObject *self, int name)
+{
+    PyObject *v = get(in, self, name);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* The state for a closing method of SocketTransportCore called on self
+ * (NULL with a TypeError unless self is a SocketTransport); *stock: the
+ * arguments are not the `want` positional ones asyncio's method takes, so
+ * asyncio's method takes the call (and raises its TypeError). */
+static struct gl_tr_life *
+life_state(PyTypeObject *cls, PyObject *self, Py_ssize_t nargs, PyObject *kwnames,
+           Py_ssize_t want, int *stock)
+{
+    struct gl_transports *t = gl_tr_state(cls, self, GL_TR_STREAM);
+    if (t == NULL)
+        return NULL;
+    *stock = nargs != want || kwnames != NULL;
+    return t->life;
+}
+
+/* close(): asyncio's (_SelectorSocketTransport.close, then
+ * _SelectorTransport.close) — stop reading; with nothing left to write,
+ * connection_lost at the next iteration, else when the buffer drains. */
+PyObject *
+gl_stream_close(PyObject *self, PyTypeObject *cls, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    int stock;
+    struct gl_tr_life *in = life_state(cls, self, nargs, kwnames, 0, &stock);
+    if (in == NULL)
+        return NULL;
+    if (stock)
+        return gl_tr_call_stock(in->stock_close, self, args, nargs, kwnames);
+#if PY_3_12
+    if (set(in, self, N_READ_READY_CB, Py_None) < 0)
+        return NULL;
+#endif
+#if PY_3_12 && PY_VERSION_HEX < 0x030E0000
+    if (set(in, self, N_WRITE_READY, Py_None) < 0)
+        return NULL;
+#endif
+    int closing = attr_true(in, self, N_CLOSING);
+    if (closing != 0)
+        return closing < 0 ? NULL : Py_NewRef(Py_None);
+    if (set(in, self, N_CLOSING, Py_True) < 0 || loop_fd_call(in, self, N_REMOVE_READER) < 0)
+        return NULL;
+    int pending = attr_true(in, self, N_BUFFER);
+    if (pending != 0)
+        return pending < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *lost = get(in, self, N_CONN_LOST);
+    PyObject *one = lost ? PyLong_FromLong(1) : NULL;
+    PyObject *more = one ? PyNumber_Add(lost, one) : NULL;
+    Py_XDECREF(lost);
+    Py_XDECREF(one);
+    if (set_new(in, self, N_CONN_LOST, more) < 0 || loop_fd_call(in, self, N_REMOVE_WRITER) < 0)
+        return NULL;
+    PyObject *loop = get(in, self, N_LOOP);
+    if (loop == NULL)
+        return NULL;
+#if PY_3_15
+    PyObject *context = get(in, self, N_CONTEXT_ATTR);
+#else
+    PyObject *context = Py_NewRef(Py_None);
+#endif
+    int r = context == NULL ? -1
+            : call_soon(in, loop, context,
+                        get(in, self, N_CALL_CONNECTION_LOST), Py_None, NULL);
+    Py_XDECREF(context);
+    Py_DECREF(loop);
+    return r < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* An exception raised in a finally block while *pending propagates: it
+ * replaces it, with the pending one as its __context__, as in Python. */
+static void
+raised_in_finally(PyObject **pending)
+{
+    PyObject *exc = gl_err_take();
+    if (*pending != NULL)
+        PyException_SetContext(exc, *pending);   /* steals */
+    *pending = exc;
+}
+
+/* The finally block of _SelectorTransport._call_connection_lost: close
+ * the socket, drop the references, leave the server. */
+static int
+release_connection(struct gl_tr_life *in, PyObject *self)
+{
+    if (call_on_attr(in, self, N_SOCK, N_CLOSE, NULL) < 0
+            || set(in, self, N_SOCK, Py_None) < 0
+            || set(in, self, N_PROTOCOL, Py_None) < 0
+            || set(in, self, N_LOOP, Py_None) < 0)
+        return -1;
+    PyObject *server = get(in, self, N_SERVER);
+    if (server == NULL)
+        return -1;
+    int r = 0;
+    if (server != Py_None) {
+#if PY_3_13
+        PyObject *ok = PyObject_CallMethodOneArg(server, in->name[N_DETACH], self);
+#else
+        PyObject *ok = PyObject_CallMethodNoArgs(server, in->name[N_DETACH]);
+#endif
+        Py_XDECREF(ok);
+        r = ok == NULL ? -1 : set(in, self, N_SERVER, Py_None);
+    }
+    Py_DECREF(server);
+    return r;
+}
+
+/* _SelectorSocketTransport's part: a sendfile waiting for the buffer to
+ * drain learns that it never will. */
+static int
+fail_empty_waiter(struct gl_tr_life *in, PyObject *self)
+{
+    PyObject *waiter = get(in, self, N_EMPTY_WAITER);
+    if (waiter == NULL)
+        return -1;
+    int r = 0;
+    if (waiter != Py_None) {
+        PyObject *exc = PyObject_CallFunction(PyExc_ConnectionError, "s",
+                                              "Connection is closed by peer");
+        PyObject *ok = exc ? PyObject_CallMethodOneArg(waiter, in->name[N_SET_EXCEPTION], exc)
+                           : NULL;
+        Py_XDECREF(exc);
+        Py_XDECREF(ok);
+        r = ok == NULL ? -1 : 0;
+    }
+    Py_DECREF(waiter);
+    return r;
+}
+
+/* _call_connection_lost(exc): asyncio's, _SelectorSocketTransport's around
+ * _SelectorTransport's, with their try/finally blocks. */
+PyObject *
+gl_stream_call_connection_lost(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames)
+{
+    int stock;
+    struct gl_tr_life *in = life_state(cls, self, nargs, kwnames, 1, &stock);
+    if (in == NULL)
+        return NULL;
+    if (stock)
+        return gl_tr_call_stock(in->stock_lost, self, args, nargs, kwnames);
+    PyObject *pending = NULL;    /* the exception propagating, if any */
+    int connected = attr_true(in, self, N_PROTOCOL_CONNECTED);
+    if (connected < 0 || (connected && call_on_attr(in, self, N_PROTOCOL, N_CONNECTION_LOST,
+                                                    args[0]) < 0))
+        raised_in_finally(&pending);
+    if (release_connection(in, self) < 0)
+        raised_in_finally(&pending);
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+: in a finally block of its own */
+    if (set(in, self, N_WRITE_READY, Py_None) < 0 || set(in, self, N_READ_READY_CB, Py_None) < 0
+            || fail_empty_waiter(in, self) < 0)
+        raised_in_finally(&pending);
+#else
+    if (pending == NULL && fail_empty_waiter(in, self) < 0)
+        raised_in_finally(&pending);
+#endif
+    if (pending != NULL) {
+        gl_err_give(pending);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _read_ready__on_eof(): the peer closed its end — eof_received() says
+ * whether to keep the transport open for writing (stop reading) or to
+ * close it.  In debug mode asyncio's own method, which logs the EOF. */
+PyObject *
+gl_stream_on_eof(struct gl_transports *t, PyObject *self)
+{
+    struct gl_tr_life *in = t->life;
+    PyObject *loop = get(in, self, N_LOOP);
+    PyObject *debug = loop ? PyObject_CallMethodNoArgs(loop, in->name[N_GET_DEBUG]) : NULL;
+    Py_XDECREF(loop);
+    int on = debug ? PyObject_IsTrue(debug) : -1;
+    Py_XDECREF(debug);
+    if (on != 0)
+        return on < 0 ? NULL : gl_tr_call_stock(in->stock_on_eof, self, NULL, 0, NULL);
+    PyObject *protocol = get(in, self, N_PROTOCOL);
+    PyObject *keep_open = protocol ? PyObject_CallMethodNoArgs(protocol, in->name[N_EOF_RECEIVED])
+                                   : NULL;
+    Py_XDECREF(protocol);
+    if (keep_open == NULL)
+        return gl_tr_failed(t, self, t->msg_eof_received);
+    int keep = PyObject_IsTrue(keep_open);
+    Py_DECREF(keep_open);
+    if (keep < 0)
+        return NULL;
+    if (keep)
+        return loop_fd_call(in, self, N_REMOVE_READER) < 0 ? NULL : Py_NewRef(Py_None);
+    return PyObject_CallMethodNoArgs(self, in->name[N_CLOSE]);
 }
 
 #endif

@@ -1,6 +1,7 @@
-"""goloop's SocketTransport constructor (csrc/loop/stream_init.c, asyncio's
-_SelectorSocketTransport.__init__ chain done in C) leaves a transport exactly
-as asyncio's own __init__ leaves it.
+"""goloop's SocketTransport construction and closing (csrc/loop/stream_life.c:
+asyncio's _SelectorSocketTransport.__init__ chain, close and
+_call_connection_lost done in C) leave a transport exactly as asyncio's own
+methods leave it.
 
 Each case builds two transports on one goloop loop with the same arguments:
 one by the native constructor, one by running the running version's
@@ -24,7 +25,8 @@ import pytest
 import goloop
 from goloop import _transports
 
-STOCK_INIT = selector_events._SelectorSocketTransport.__init__
+STOCK = selector_events._SelectorSocketTransport
+STOCK_INIT = STOCK.__init__
 
 
 def stock_transport(*args, **kwargs):
@@ -275,6 +277,159 @@ def test_fd_of_an_open_transport_is_refused_as_asyncio():
             second.abort()
         finally:
             twin.detach()
+        await asyncio.sleep(0)
+        peer.close()
+
+    goloop.run(main())
+
+
+# ---- closing ---------------------------------------------------------------
+
+class Failing(asyncio.Protocol):
+    def connection_lost(self, exc):
+        raise LookupError("connection_lost failed on purpose")
+
+
+class FailingSocket:
+    """Stands in for a transport's socket whose close() fails."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def close(self):
+        self.sock.close()
+        raise OSError(9, "close failed on purpose")
+
+
+def close_both(scenario):
+    """Run scenario(transport, close, lost) with asyncio's close and
+    _call_connection_lost and then with goloop's, each on a fresh transport;
+    their records must match."""
+    records = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for close, lost in ((lambda tr: STOCK.close(tr), lambda tr, exc: STOCK._call_connection_lost(tr, exc)),
+                            (lambda tr: tr.close(), lambda tr, exc: tr._call_connection_lost(exc))):
+            record = await scenario(loop, close, lost)
+            records.append(record)
+
+    goloop.run(main())
+    return records
+
+
+def state_of(tr, loop, ready_before):
+    state = without_addresses(snapshot(tr, loop, ready_before))
+    state["<scheduled>"] = [e[:2] for e in state["<scheduled>"]]
+    return state
+
+
+def outcome_of(call):
+    try:
+        call()
+    except BaseException as exc:
+        context = exc.__context__
+        return (type(exc).__name__, str(exc),
+                None if context is None else (type(context).__name__, str(context)))
+    return None
+
+
+@pytest.mark.parametrize("protocol", [Protocol, Failing], ids=["plain", "connection_lost-raises"])
+@pytest.mark.parametrize("server", [False, True], ids=["client", "server"])
+def test_close_then_connection_lost_match_asyncio(protocol, server):
+    async def scenario(loop, close, lost):
+        sock, peer = tcp_pair()
+        srv = Server() if server else None
+        tr = _transports.SocketTransport(loop, sock, protocol(), server=srv)
+        await asyncio.sleep(0)
+        ready_before = len(loop._ready)
+        close(tr)
+        after_close = state_of(tr, loop, ready_before)
+        second = outcome_of(lambda: close(tr))
+        # what close() scheduled, run by hand: asyncio's _call_connection_lost
+        result = outcome_of(lambda: lost(tr, None))
+        after_lost = state_of(tr, loop, ready_before)
+        record = (after_close, second, result, after_lost, sock.fileno(),
+                  None if srv is None else srv.calls)
+        await asyncio.sleep(0)
+        peer.close()
+        return record
+
+    stock, native = close_both(scenario)
+    assert native == stock
+
+
+def test_close_with_data_queued_matches_asyncio():
+    async def scenario(loop, close, lost):
+        sock, peer = unix_pair()
+        tr = _transports.SocketTransport(loop, sock, Protocol())
+        await asyncio.sleep(0)
+        while not tr.get_write_buffer_size():
+            tr.write(b"x" * 65536)
+        ready_before = len(loop._ready)
+        close(tr)
+        record = state_of(tr, loop, ready_before)
+        record["_buffer"] = None           # how much the kernel took varies
+        tr.abort()
+        await asyncio.sleep(0)
+        peer.close()
+        return record
+
+    stock, native = close_both(scenario)
+    assert native == stock
+
+
+@pytest.mark.parametrize("failing", ["socket", "both"])
+def test_connection_lost_errors_chain_as_asyncio(failing):
+    """An exception in the finally blocks replaces the one propagating, with
+    it as __context__, as Python's try/finally does."""
+    async def scenario(loop, close, lost):
+        sock, peer = unix_pair()
+        tr = _transports.SocketTransport(loop, sock, Failing() if failing == "both" else Protocol())
+        await asyncio.sleep(0)
+        tr._sock = FailingSocket(sock)
+        waiter = loop.create_future()
+        tr._empty_waiter = waiter
+        result = outcome_of(lambda: lost(tr, None))
+        record = (result, state_of(tr, loop, len(loop._ready)), waiter.done()
+                  and type(waiter.exception()).__name__)
+        tr._sock = None                   # its close() already ran
+        peer.close()
+        return record
+
+    stock, native = close_both(scenario)
+    assert native == stock
+
+
+def test_empty_waiter_learns_the_connection_is_lost():
+    async def scenario(loop, close, lost):
+        sock, peer = unix_pair()
+        tr = _transports.SocketTransport(loop, sock, Protocol())
+        await asyncio.sleep(0)
+        waiter = tr._make_empty_waiter()
+        tr._buffer.append(b"pending")     # the waiter waits for it to drain
+        waiter2 = loop.create_future()
+        tr._empty_waiter = waiter2
+        result = outcome_of(lambda: lost(tr, None))
+        exc = waiter2.exception() if waiter2.done() else None
+        record = (result, type(exc).__name__, str(exc), waiter.done())
+        peer.close()
+        return record
+
+    stock, native = close_both(scenario)
+    assert native == stock
+    assert native[1] == "ConnectionError"
+
+
+def test_closing_methods_with_wrong_arguments_raise_as_asyncio():
+    async def main():
+        sock, peer = unix_pair()
+        tr = _transports.SocketTransport(asyncio.get_running_loop(), sock, Protocol())
+        for call in (lambda: tr.close(1), lambda: tr._call_connection_lost(),
+                     lambda: tr._call_connection_lost(None, 2)):
+            with pytest.raises(TypeError):
+                call()
+        tr.abort()
         await asyncio.sleep(0)
         peer.close()
 
