@@ -53,6 +53,12 @@
 #define PY_3_13 (PY_VERSION_HEX >= 0x030D0000)
 #define PY_3_15 (PY_VERSION_HEX >= 0x030F0000)
 
+#if PY_3_13
+#define get_optional_attr PyObject_GetOptionalAttr
+#else
+#define get_optional_attr _PyObject_LookupAttr
+#endif
+
 /* The attribute and method names the constructor uses. */
 enum {
     N_SOCK, N_READ_READY_CB, N_EXTRA, N_LOOP, N_PROTOCOL_PAUSED, N_HIGH_WATER,
@@ -63,7 +69,8 @@ enum {
     N_WRITE_METHOD, N_CALL_SOON, N_CONNECTION_MADE, N_ADD_READER, N_READ_READY,
     N_SET_RESULT, N_SET_NODELAY, N_TRANSPORT_SOCKET, N_CONTEXT,
     N_REMOVE_READER, N_REMOVE_WRITER, N_CALL_CONNECTION_LOST, N_CONNECTION_LOST, N_CLOSE,
-    N_DETACH, N_EOF_RECEIVED, N_GET_DEBUG, N_SET_EXCEPTION, N_COUNT
+    N_DETACH, N_EOF_RECEIVED, N_GET_DEBUG, N_SET_EXCEPTION, N_PENDING_REMOVALS,
+    N_COMMIT_REMOVALS, N_DATA, N_REMOVE, N_KEY, N_COUNT
 };
 
 static const char *const NAMES[N_COUNT] = {
@@ -76,7 +83,8 @@ static const char *const NAMES[N_COUNT] = {
     "connection_made", "_add_reader", "_read_ready", "_set_result_unless_cancelled",
     "_set_nodelay", "TransportSocket", "context",
     "_remove_reader", "_remove_writer", "_call_connection_lost", "connection_lost", "close",
-    "_detach", "eof_received", "get_debug", "set_exception",
+    "_detach", "eof_received", "get_debug", "set_exception", "_pending_removals",
+    "_commit_removals", "data", "_remove", "key",
 };
 
 struct gl_tr_life {
@@ -92,6 +100,8 @@ struct gl_tr_life {
     PyObject *socket_type;         /* socket.socket */
     PyObject *family, *type, *proto;   /* _socket.socket's getters (ints) */
     PyObject *kw_context;          /* ("context",) */
+    PyObject *weak_value_dict;     /* weakref.WeakValueDictionary */
+    PyObject *keyed_ref;           /* weakref.KeyedRef */
     PyObject *name[N_COUNT];
     Py_ssize_t off[N_COUNT];       /* the byte offset of the SocketTransport
                                       slot of that name, or -1 (no slot) */
@@ -182,8 +192,15 @@ setup_fill(struct gl_tr_life *in, PyObject *stock_class, PyTypeObject *type)
             || socket_getter(&in->family, "family") < 0
             || socket_getter(&in->type, "type") < 0
             || socket_getter(&in->proto, "proto") < 0
-            || (in->kw_context = PyTuple_Pack(1, in->name[N_CONTEXT])) == NULL)
+            || (in->kw_context = PyTuple_Pack(1, in->name[N_CONTEXT])) == NULL
+            || import_attr(&in->weak_value_dict, "weakref", "WeakValueDictionary") < 0
+            || import_attr(&in->keyed_ref, "weakref", "KeyedRef") < 0)
         return -1;
+    if (!PyType_Check(in->keyed_ref)
+            || !PyType_IsSubtype((PyTypeObject *)in->keyed_ref, &_PyWeakref_RefType)) {
+        PyErr_SetString(PyExc_TypeError, "weakref.KeyedRef is not a weakref.ref type");
+        return -1;
+    }
     find_slots(in, type);
     return 0;
 }
@@ -212,7 +229,7 @@ gl_stream_life_setup(struct gl_transports *t, PyObject *stock_class)
     &(in)->base_events, &(in)->trsock, &(in)->futures, \
     &(in)->set_nodelay, &(in)->transport_socket, &(in)->buffered_protocol, \
     &(in)->buffer_factory, &(in)->socket_type, &(in)->family, &(in)->type, \
-    &(in)->proto, &(in)->kw_context }
+    &(in)->proto, &(in)->kw_context, &(in)->weak_value_dict, &(in)->keyed_ref }
 
 int
 gl_stream_life_traverse(struct gl_transports *t, visitproc visit, void *arg)
@@ -406,6 +423,46 @@ set_protocol(struct gl_tr_life *in, PyObject *self, PyObject *protocol)
     return set(in, self, N_PROTOCOL_CONNECTED, Py_True);
 }
 
+/* loop._transports[fd] = self.  The table is a WeakValueDictionary, whose
+ * __setitem__ makes a KeyedRef (three Python frames per connection);
+ * here the same entry is made in C: pending removals committed first
+ * (before 3.14), then data[fd] = a KeyedRef to self with the table's
+ * _remove callback and key fd (KeyedRef.__init__ only checks its
+ * arguments).  Another kind of table gets its own __setitem__. */
+static int
+register_transport(struct gl_tr_life *in, PyObject *table, PyObject *fd, PyObject *self)
+{
+    if (!Py_IS_TYPE(table, (PyTypeObject *)in->weak_value_dict))
+        return PyObject_SetItem(table, fd, self);
+    PyObject *pending;
+    if (get_optional_attr(table, in->name[N_PENDING_REMOVALS], &pending) < 0)
+        return -1;
+    int commit = pending == NULL ? 0 : PyObject_IsTrue(pending);
+    Py_XDECREF(pending);
+    if (commit < 0)
+        return -1;
+    if (commit) {
+        PyObject *ok = PyObject_CallMethodNoArgs(table, in->name[N_COMMIT_REMOVALS]);
+        if (ok == NULL)
+            return -1;
+        Py_DECREF(ok);
+    }
+    PyObject *remove = PyObject_GetAttr(table, in->name[N_REMOVE]);
+    PyObject *args = remove ? PyTuple_Pack(2, self, remove) : NULL;
+    Py_XDECREF(remove);
+    if (args == NULL)
+        return -1;
+    PyTypeObject *keyed = (PyTypeObject *)in->keyed_ref;
+    PyObject *ref = _PyWeakref_RefType.tp_new(keyed, args, NULL);
+    Py_DECREF(args);
+    PyObject *data = ref ? PyObject_GetAttr(table, in->name[N_DATA]) : NULL;
+    int r = data == NULL || PyObject_SetAttr(ref, in->name[N_KEY], fd) < 0 ? -1
+            : PyObject_SetItem(data, fd, ref);
+    Py_XDECREF(data);
+    Py_XDECREF(ref);
+    return r;
+}
+
 /* The four __init__s of asyncio's _SelectorTransport chain, in order. */
 static int
 init_selector_transport(struct gl_tr_life *in, PyObject *self, struct init_args *a)
@@ -464,7 +521,7 @@ init_selector_transport(struct gl_tr_life *in, PyObject *self, struct init_args 
     }
     PyObject *table = PyObject_GetAttr(a->loop, in->name[N_TRANSPORTS]);
     PyObject *fd = table ? get(in, self, N_SOCK_FD) : NULL;
-    r = fd ? PyObject_SetItem(table, fd, self) : -1;
+    r = fd ? register_transport(in, table, fd, self) : -1;
     Py_XDECREF(fd);
     Py_XDECREF(table);
     rc = r;

@@ -144,6 +144,7 @@ def build_both(make_pair, **options):
             first = snapshot(tr, loop, ready_before)
             if context is not None:
                 first["<context is the one passed>"] = [h[2] == id(context) for h in first["<scheduled>"]]
+                first["_context"] = first["_context"] == ("context", id(context))
             first["<scheduled>"] = [e[:2] for e in first["<scheduled>"]]
             first["<server calls>"] = list(server.calls) if server else None
             first["<nodelay>"] = (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
@@ -406,13 +407,11 @@ def test_empty_waiter_learns_the_connection_is_lost():
         sock, peer = unix_pair()
         tr = _transports.SocketTransport(loop, sock, Protocol())
         await asyncio.sleep(0)
-        waiter = tr._make_empty_waiter()
-        tr._buffer.append(b"pending")     # the waiter waits for it to drain
-        waiter2 = loop.create_future()
-        tr._empty_waiter = waiter2
+        waiter = loop.create_future()       # a sendfile waiting for the buffer to drain
+        tr._empty_waiter = waiter
         result = outcome_of(lambda: lost(tr, None))
-        exc = waiter2.exception() if waiter2.done() else None
-        record = (result, type(exc).__name__, str(exc), waiter.done())
+        exc = waiter.exception() if waiter.done() else None
+        record = (result, type(exc).__name__, str(exc))
         peer.close()
         return record
 
@@ -431,6 +430,32 @@ def test_closing_methods_with_wrong_arguments_raise_as_asyncio():
                 call()
         tr.abort()
         await asyncio.sleep(0)
+        peer.close()
+
+    goloop.run(main())
+
+
+def test_transports_table_entry_goes_with_the_transport():
+    """The loop's _transports entry the native constructor makes is a
+    WeakValueDictionary entry like asyncio's: found while the transport
+    lives, gone (data included) once it is collected."""
+    import gc
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock, peer = unix_pair()
+        fd = sock.fileno()
+        tr = _transports.SocketTransport(loop, sock, Protocol())
+        assert loop._transports[fd] is tr and fd in loop._transports
+        assert loop._transports.get(fd) is tr
+        assert type(loop._transports.data[fd]).__name__ == "KeyedRef"
+        assert loop._transports.data[fd].key == fd
+        tr.close()
+        await asyncio.sleep(0)
+        del tr
+        gc.collect()
+        assert fd not in loop._transports.data
+        assert loop._transports.get(fd) is None
         peer.close()
 
     goloop.run(main())
