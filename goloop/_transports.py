@@ -15,9 +15,6 @@ over a SocketTransport), and for the reading end of every pipe
 (connect_read_pipe, subprocesses' stdout and stderr): ReadPipeTransport,
 asyncio's _UnixReadPipeTransport with ReadPipeTransportCore (pipe.c).
 """
-import _socket
-import contextvars
-import errno
 import socket
 import sys
 import weakref
@@ -29,11 +26,6 @@ from . import _goloop
 # 3.12+ refuse, when making a transport, a socket that another transport
 # already uses; 3.15 gives transports a context (the **kwargs below).
 _ENSURES_FD_NO_TRANSPORT = sys.version_info >= (3, 12)
-
-# 3.15 goes on accepting past a connection aborted before accept(), one
-# accept more than the backlog per readiness; before, it stops there.
-_ACCEPT_SKIPS_ABORTED = sys.version_info >= (3, 15)
-_ACCEPT_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # The attributes of asyncio's transports that the native halves read on
 # every call (with BaseTransport's slot _extra).  SocketTransport adds the
@@ -152,80 +144,20 @@ def accept_connection(self, protocol_factory, sock, sslcontext=None, server=None
     iteration later and then waits for a future the transport sets one
     more iteration on: per connection a task, two steps, a future and
     two loop iterations, only to report a failure to make the transport,
-    which it reports only in debug mode.  Here each accepted connection
-    gets its protocol and transport at once, in a context of its own as
-    the task's would be (a copy of the current one; on 3.15 of the
-    server's context when it has one), and a failure to make them is
-    dropped as asyncio drops it (the socket closed).  TLS connections
-    (their handshake is what the task waits for) and debug mode (asyncio
-    logs every connection and every failure) go through asyncio's own
-    method, as do accept()'s errors other than an empty queue: asyncio's
-    handling of them (running out of file descriptors, a connection
-    aborted early) is the running version's."""
+    which it reports only in debug mode.  goloop's accept loop
+    (csrc/loop/accept.c) gives each accepted connection its protocol and
+    transport at once, in a context of its own as the task's would be (a
+    copy of the current one; on 3.15 of the server's context when it has
+    one), and drops a failure to make them as asyncio drops it (the socket
+    closed).  TLS connections (their handshake is what the task waits
+    for) and debug mode (asyncio logs every connection and every failure)
+    go through asyncio's own method, as does running out of file
+    descriptors or memory in accept(): asyncio reports it and retries
+    later, with these arguments (its accept() gets the same error again,
+    or the next connection if the shortage has passed)."""
     args = (self, protocol_factory, sock, sslcontext, server, backlog,
             ssl_handshake_timeout, ssl_shutdown_timeout) + (() if context is None else (context,))
     if sslcontext is not None or self._debug:
         return _stock_accept_connection(*args)
-    accepts = backlog + 1 if _ACCEPT_SKIPS_ABORTED else backlog
-    while accepts > 0:
-        accepts -= 1
-        try:
-            conn, addr = _accept(sock)
-            conn.setblocking(False)
-        except (BlockingIOError, InterruptedError):
-            return
-        except ConnectionAbortedError:
-            if _ACCEPT_SKIPS_ABORTED:
-                continue
-            return
-        except OSError as exc:
-            if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
-                raise    # the loop logs it, as asyncio's
-            # asyncio reports it and retries later (with these arguments);
-            # its accept() gets the same error again (or the next
-            # connection, if the shortage has passed).
-            return _stock_accept_connection(*args)
-        # The transport gets the connection's context only when the server
-        # has one (3.15); else its callbacks copy the current one, as asyncio's.
-        conn_context = contextvars.copy_context() if context is None else context.copy()
-        conn_context.run(_serve_connection, self, protocol_factory, conn, addr, server,
-                         None if context is None else conn_context)
-        if sock.fileno() < 0:
-            # The factory closed the server (asyncio's tasks would run it
-            # after this loop): no accept() on the closed socket.
-            return
-
-
-# The listening socket's family, type and protocol as ints: socket.socket's
-# own properties turn each into an enum member, and an accepted socket is made
-# from the ints in the end.
-_socket_family = _socket.socket.family.__get__
-_socket_type = _socket.socket.type.__get__
-_socket_proto = _socket.socket.proto.__get__
-
-
-def _accept(sock):
-    """sock.accept(), for a socket.socket without its enum conversions (the
-    accepted socket is left in blocking mode, which the caller changes)."""
-    if type(sock) is not socket.socket:
-        return sock.accept()         # a subclass may accept its own way
-    fd, addr = sock._accept()
-    return socket.socket(_socket_family(sock), _socket_type(sock), _socket_proto(sock), fd), addr
-
-
-def _serve_connection(loop, protocol_factory, conn, addr, server, context):
-    """An accepted connection's protocol and transport (see accept_connection)."""
-    try:
-        protocol = protocol_factory()
-        if context is None:
-            loop._make_socket_transport(conn, protocol, extra={"peername": addr}, server=server)
-        else:
-            loop._make_socket_transport(conn, protocol, extra={"peername": addr}, server=server,
-                                        context=context)
-    except (SystemExit, KeyboardInterrupt):
-        conn.close()
-        raise
-    except BaseException:
-        # asyncio's task drops it outside debug mode and leaves the socket
-        # to the garbage collector; closed here without the ResourceWarning.
-        conn.close()
+    if _goloop._accept_connections(self, protocol_factory, sock, server, backlog, context):
+        return _stock_accept_connection(*args)

@@ -237,7 +237,8 @@ module_exec(PyObject *module)
             || PyModule_AddFunctions(module, gl_locks_methods) < 0
             || gl_locks_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_core_methods) < 0
-            || PyModule_AddFunctions(module, gl_transport_methods) < 0)
+            || PyModule_AddFunctions(module, gl_transport_methods) < 0
+            || PyModule_AddFunctions(module, gl_accept_methods) < 0)
         return -1;
     st->loop_core_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &gl_loop_core_spec, NULL);

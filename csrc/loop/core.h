@@ -29,6 +29,8 @@
  *              slots, the read buffer, errors
  *   stream.c   SocketTransportCore: the socket transport's read and write
  *              paths, in front of asyncio's _SelectorSocketTransport
+ *   accept.c   a plain server's accept loop: each connection's socket,
+ *              protocol and transport at once
  *   stream_life.c  its construction and closing: asyncio's __init__
  *              chain, close and _call_connection_lost, in C
  *   datagram.c DatagramTransportCore: the same for UDP
@@ -266,12 +268,18 @@ struct gl_transports {
     PyObject *str_max_size, *str_fatal_error, *str_data_received,
              *str_get_buffer, *str_buffer_updated, *str_recv_into,
              *str_recvfrom_into, *str_sendto, *str_datagram_received,
-             *str_error_received, *str_peername, *str_read_eof;
+             *str_error_received, *str_peername, *str_read_eof, *str_accept,
+             *str_accept_fd, *str_setblocking, *str_close, *str_fileno, *str_io_refs,
+             *str_closed, *str_make_socket_transport;
+    PyObject *kw_serve, *kw_serve_context;   /* ("extra", "server"[, "context"]) */
     PyObject *msg_read_error, *msg_write_error, *msg_data_received,
              *msg_get_buffer, *msg_buffer_updated, *msg_eof_received, *msg_dgram_read_error,
              *msg_dgram_write_error, *msg_pipe_read_error;
     char *buf;                       /* the read buffer */
     size_t cap;
+    PyObject *socket_type;           /* socket.socket */
+    PyObject *sock_family, *sock_type, *sock_proto;  /* _socket.socket's
+                                        getters of the socket's ints */
     struct gl_tr_life *life;         /* the socket transport's construction
                                         and closing (stream_life.c) */
 };
@@ -302,6 +310,13 @@ PyObject *gl_tr_catchable(void);
 PyObject *gl_tr_fatal(struct gl_transports *t, PyObject *self, PyObject *exc, PyObject *message);
 /* A protocol callback raised: to _fatal_error as asyncio sends it. */
 PyObject *gl_tr_failed(struct gl_transports *t, PyObject *self, PyObject *message);
+/* A socket object's family, type and protocol as the ints it holds
+ * (socket.socket's properties make enums of them): 0, or -1. */
+int gl_tr_socket_ints(struct gl_transports *t, PyObject *sock, long *family, long *type,
+                      long *proto);
+/* A socket call raised: 1 for what asyncio ignores (BlockingIOError,
+ * InterruptedError; cleared), else 0 with the exception left raised. */
+int gl_tr_raised_would_block(void);
 /* errno values asyncio ignores (BlockingIOError, InterruptedError). */
 int gl_tr_would_block(int err);
 
@@ -311,7 +326,10 @@ int gl_tr_would_block(int err);
  * asyncio's class, and its references. */
 int gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds);
 PyObject *gl_stream_on_eof(struct gl_transports *t, PyObject *self);
-/* SocketTransportCore's close() and _call_connection_lost(exc) */
+/* SocketTransportCore's close(), _call_connection_lost(exc) and
+ * _add_reader(fd, callback, *args) */
+PyObject *gl_stream_add_reader(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames);
 PyObject *gl_stream_close(PyObject *self, PyTypeObject *cls, PyObject *const *args,
                           Py_ssize_t nargs, PyObject *kwnames);
 PyObject *gl_stream_call_connection_lost(PyObject *self, PyTypeObject *cls,
@@ -322,6 +340,7 @@ int gl_stream_life_traverse(struct gl_transports *t, visitproc visit, void *arg)
 void gl_stream_life_free(struct gl_transports *t);
 
 extern PyMethodDef gl_transport_methods[];   /* _setup_transports */
+extern PyMethodDef gl_accept_methods[];      /* _accept_connections (accept.c) */
 int gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg);
 void gl_transports_free(gl_module_state *st);
 /* SocketTransportCore (stream.c), DatagramTransportCore (datagram.c),

@@ -53,19 +53,6 @@ error_received(struct gl_transports *t, PyObject *self, PyObject *exc)
     Py_RETURN_NONE;
 }
 
-/* A socket call raised: 1 for what asyncio ignores (BlockingIOError,
- * InterruptedError; cleared), else 0 with the exception left raised. */
-static int
-would_block(void)
-{
-    if (PyErr_ExceptionMatches(PyExc_BlockingIOError)
-            || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
-        PyErr_Clear();
-        return 1;
-    }
-    return 0;
-}
-
 /* The socket call that raised failed as asyncio's sendto/_read_ready
  * handle it: an OSError to error_received(), anything else to
  * _fatal_error (SystemExit and KeyboardInterrupt go through). */
@@ -110,7 +97,7 @@ receive_one(struct gl_transports *t, PyObject *self)
     Py_XDECREF(view);
     Py_DECREF(sock);
     if (got == NULL) {
-        if (would_block())
+        if (gl_tr_raised_would_block())
             return 0;
         PyObject *r = socket_failed(t, self, t->msg_dgram_read_error);
         Py_XDECREF(r);
@@ -248,7 +235,7 @@ send_unconnected(struct gl_transports *t, PyObject *self, PyObject *data, PyObje
         Py_DECREF(r);
         return 1;
     }
-    return would_block() ? 0 : -1;
+    return gl_tr_raised_would_block() ? 0 : -1;
 }
 
 static PyObject *

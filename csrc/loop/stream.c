@@ -352,6 +352,9 @@ static PyMethodDef transport_methods[] = {
      METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      "close()\n--\n\nClose the transport: buffered data is sent first, then "
      "protocol.connection_lost(None) is called."},
+    {"_add_reader", (PyCFunction)(void (*)(void))gl_stream_add_reader,
+     METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
+     "Watch fd for reading with callback(*args), unless closing or paused."},
     {"_call_connection_lost", (PyCFunction)(void (*)(void))gl_stream_call_connection_lost,
      METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
      "Call protocol.connection_lost(exc) and release the socket."},

@@ -70,7 +70,7 @@ enum {
     N_SET_RESULT, N_SET_NODELAY, N_TRANSPORT_SOCKET, N_CONTEXT,
     N_REMOVE_READER, N_REMOVE_WRITER, N_CALL_CONNECTION_LOST, N_CONNECTION_LOST, N_CLOSE,
     N_DETACH, N_EOF_RECEIVED, N_GET_DEBUG, N_SET_EXCEPTION, N_PENDING_REMOVALS,
-    N_COMMIT_REMOVALS, N_DATA, N_REMOVE, N_KEY, N_COUNT
+    N_COMMIT_REMOVALS, N_DATA, N_REMOVE, N_KEY, N_LOOP_ADD_READER, N_COUNT
 };
 
 static const char *const NAMES[N_COUNT] = {
@@ -84,7 +84,7 @@ static const char *const NAMES[N_COUNT] = {
     "_set_nodelay", "TransportSocket", "context",
     "_remove_reader", "_remove_writer", "_call_connection_lost", "connection_lost", "close",
     "_detach", "eof_received", "get_debug", "set_exception", "_pending_removals",
-    "_commit_removals", "data", "_remove", "key",
+    "_commit_removals", "data", "_remove", "key", "_add_reader",
 };
 
 struct gl_tr_life {
@@ -97,8 +97,6 @@ struct gl_tr_life {
     PyObject *transport_socket;    /* trsock.TransportSocket, at set-up */
     PyObject *buffered_protocol;   /* protocols.BufferedProtocol */
     PyObject *buffer_factory;      /* what makes the write buffer */
-    PyObject *socket_type;         /* socket.socket */
-    PyObject *family, *type, *proto;   /* _socket.socket's getters (ints) */
     PyObject *kw_context;          /* ("context",) */
     PyObject *weak_value_dict;     /* weakref.WeakValueDictionary */
     PyObject *keyed_ref;           /* weakref.KeyedRef */
@@ -121,26 +119,6 @@ import_attr(PyObject **into, const char *module, const char *name)
     return *into == NULL ? -1 : 0;
 }
 
-/* The getter of _socket.socket's attribute `name`, which reads the int the
- * socket object holds (socket.socket's property makes it an enum). */
-static int
-socket_getter(PyObject **into, const char *name)
-{
-    PyObject *type = NULL;
-    if (import_attr(&type, "_socket", "socket") < 0)
-        return -1;
-    PyObject *d = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, name);  /* borrowed */
-    Py_DECREF(type);
-    if (d == NULL || Py_TYPE(d)->tp_descr_get == NULL) {
-        PyErr_Format(PyExc_TypeError, "_socket.socket.%s is not a descriptor", name);
-        return -1;
-    }
-    *into = Py_NewRef(d);
-    return 0;
-}
-
-/* The attributes that are slots of SocketTransport: read and written at
- * their offsets (a generic attribute access costs ten times more). */
 static void
 find_slots(struct gl_tr_life *in, PyTypeObject *type)
 {
@@ -188,10 +166,6 @@ setup_fill(struct gl_tr_life *in, PyObject *stock_class, PyTypeObject *type)
 #else
             || (in->buffer_factory = PyObject_GetAttrString(stock_class, "_buffer_factory")) == NULL
 #endif
-            || import_attr(&in->socket_type, "socket", "socket") < 0
-            || socket_getter(&in->family, "family") < 0
-            || socket_getter(&in->type, "type") < 0
-            || socket_getter(&in->proto, "proto") < 0
             || (in->kw_context = PyTuple_Pack(1, in->name[N_CONTEXT])) == NULL
             || import_attr(&in->weak_value_dict, "weakref", "WeakValueDictionary") < 0
             || import_attr(&in->keyed_ref, "weakref", "KeyedRef") < 0)
@@ -228,8 +202,7 @@ gl_stream_life_setup(struct gl_transports *t, PyObject *stock_class)
     &(in)->stock_init, &(in)->stock_close, &(in)->stock_lost, &(in)->stock_on_eof, \
     &(in)->base_events, &(in)->trsock, &(in)->futures, \
     &(in)->set_nodelay, &(in)->transport_socket, &(in)->buffered_protocol, \
-    &(in)->buffer_factory, &(in)->socket_type, &(in)->family, &(in)->type, \
-    &(in)->proto, &(in)->kw_context, &(in)->weak_value_dict, &(in)->keyed_ref }
+    &(in)->buffer_factory, &(in)->kw_context, &(in)->weak_value_dict, &(in)->keyed_ref }
 
 int
 gl_stream_life_traverse(struct gl_transports *t, visitproc visit, void *arg)
@@ -351,27 +324,13 @@ set_address(struct gl_tr_life *in, PyObject *extra, int key, PyObject *sock, int
     return r;
 }
 
-/* An int attribute of the socket object, read by _socket.socket's getter. */
-static long
-socket_int(PyObject *getter, PyObject *sock)
-{
-    PyObject *v = Py_TYPE(getter)->tp_descr_get(getter, sock, NULL);
-    if (v == NULL)
-        return -1;
-    long n = PyLong_AsLong(v);
-    Py_DECREF(v);
-    return n;
-}
-
 /* base_events._set_nodelay(sock) for a plain socket.socket: TCP_NODELAY on
  * a TCP socket of family AF_INET or AF_INET6 with protocol IPPROTO_TCP. */
 static int
-set_nodelay(struct gl_tr_life *in, PyObject *sock, int fd)
+set_nodelay(struct gl_transports *t, PyObject *sock, int fd)
 {
-    long family = socket_int(in->family, sock);
-    long type = family < 0 ? -1 : socket_int(in->type, sock);
-    long proto = type < 0 ? -1 : socket_int(in->proto, sock);
-    if (PyErr_Occurred())
+    long family, type, proto;
+    if (gl_tr_socket_ints(t, sock, &family, &type, &proto) < 0)
         return -1;
     if (!((family == AF_INET || family == AF_INET6) && type == SOCK_STREAM
           && proto == IPPROTO_TCP))
@@ -534,8 +493,9 @@ done:
 /* The rest of _SelectorSocketTransport.__init__: state, TCP_NODELAY, and
  * the callbacks that make the connection and start reading. */
 static int
-init_socket_transport(struct gl_tr_life *in, PyObject *self, struct init_args *a)
+init_socket_transport(struct gl_transports *t, PyObject *self, struct init_args *a)
 {
+    struct gl_tr_life *in = t->life;
     if (set(in, self, N_EOF, Py_False) < 0 || set(in, self, N_EMPTY_WAITER, Py_None) < 0)
         return -1;
 #if PY_3_12
@@ -550,7 +510,7 @@ init_socket_transport(struct gl_tr_life *in, PyObject *self, struct init_args *a
     if (fd == -1 && PyErr_Occurred())
         goto done;
     /* a closed socket's -1: setsockopt() fails as the socket's would */
-    if (set_nodelay(in, a->sock, fd < 0 || fd > INT_MAX ? -1 : (int)fd) < 0)
+    if (set_nodelay(t, a->sock, fd < 0 || fd > INT_MAX ? -1 : (int)fd) < 0)
         goto done;
     PyObject *protocol = get(in, self, N_PROTOCOL);
     if (protocol == NULL)
@@ -581,9 +541,9 @@ done:
 
 /* Can the native constructor stand in for asyncio's?  1, 0, or -1. */
 static int
-native_fits(struct gl_tr_life *in, struct init_args *a)
+native_fits(struct gl_transports *t, struct gl_tr_life *in, struct init_args *a)
 {
-    if (!Py_IS_TYPE(a->sock, (PyTypeObject *)in->socket_type))
+    if (!Py_IS_TYPE(a->sock, (PyTypeObject *)t->socket_type))
         return 0;
     int r = unpatched(in->base_events, in->name[N_SET_NODELAY], in->set_nodelay);
     if (r <= 0)
@@ -610,7 +570,7 @@ gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds)
     struct init_args a;
     int fits = parse_args(args, kwds, &a);
     if (fits)
-        fits = native_fits(in, &a);
+        fits = native_fits(t, in, &a);
     else
         PyErr_Clear();    /* asyncio's __init__ raises its own TypeError */
     if (fits < 0)
@@ -625,7 +585,7 @@ gl_socket_transport_init(PyObject *self, PyObject *args, PyObject *kwds)
     if (set(in, self, N_READ_READY_CB, Py_None) < 0
             || init_selector_transport(in, self, &a) < 0)
         return -1;
-    return init_socket_transport(in, self, &a);
+    return init_socket_transport(t, self, &a);
 }
 
 /* ---- closing ---------------------------------------------------------- */
@@ -857,6 +817,58 @@ gl_stream_on_eof(struct gl_transports *t, PyObject *self)
     if (keep)
         return loop_fd_call(in, self, N_REMOVE_READER) < 0 ? NULL : Py_NewRef(Py_None);
     return PyObject_CallMethodNoArgs(self, in->name[N_CLOSE]);
+}
+
+/* _add_reader(fd, callback, *args): asyncio's _SelectorTransport._add_reader
+ * — the loop watches fd for the transport unless it is closing or paused
+ * (its is_reading(), which SocketTransport does not override); 3.15: in
+ * the transport's context.  What the constructor schedules to start
+ * reading, and what resume_reading() calls. */
+PyObject *
+gl_stream_add_reader(PyObject *self, PyTypeObject *cls, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
+{
+    struct gl_transports *t = gl_tr_state(cls, self, GL_TR_STREAM);
+    if (t == NULL)
+        return NULL;
+    struct gl_tr_life *in = t->life;
+    if (nargs < 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "_add_reader() takes fd, callback and its arguments");
+        return NULL;
+    }
+    int closing = attr_true(in, self, N_CLOSING);
+    int paused = closing != 0 ? closing : attr_true(in, self, N_PAUSED);
+    if (paused != 0)
+        return paused < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *loop = get(in, self, N_LOOP);
+    if (loop == NULL)
+        return NULL;
+    /* loop._add_reader(*args[, context=self._context]) */
+    PyObject *small[8];
+    size_t n = (size_t)nargs + 1;
+    PyObject **argv = n + 1 <= 8 ? small : PyMem_Malloc((n + 1) * sizeof *argv);
+    if (argv == NULL) {
+        Py_DECREF(loop);
+        return PyErr_NoMemory();
+    }
+    argv[0] = loop;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        argv[1 + i] = args[i];
+    PyObject *r = NULL;
+#if PY_3_15
+    PyObject *context = get(in, self, N_CONTEXT_ATTR);
+    if (context != NULL) {
+        argv[n] = context;
+        r = PyObject_VectorcallMethod(in->name[N_LOOP_ADD_READER], argv, n, in->kw_context);
+        Py_DECREF(context);
+    }
+#else
+    r = PyObject_VectorcallMethod(in->name[N_LOOP_ADD_READER], argv, n, NULL);
+#endif
+    if (argv != small)
+        PyMem_Free(argv);
+    Py_DECREF(loop);
+    return r;
 }
 
 #endif

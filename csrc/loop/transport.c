@@ -163,6 +163,27 @@ gl_tr_call_stock(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize
     return r;
 }
 
+/* One int attribute of a socket object, by _socket.socket's getter. */
+static long
+socket_int(PyObject *getter, PyObject *sock)
+{
+    PyObject *v = Py_TYPE(getter)->tp_descr_get(getter, sock, NULL);
+    if (v == NULL)
+        return -1;
+    long n = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return n;
+}
+
+int
+gl_tr_socket_ints(struct gl_transports *t, PyObject *sock, long *family, long *type, long *proto)
+{
+    *family = socket_int(t->sock_family, sock);
+    *type = *family < 0 ? -1 : socket_int(t->sock_type, sock);
+    *proto = *type < 0 ? -1 : socket_int(t->sock_proto, sock);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* ---- errors ------------------------------------------------------------ */
 
 PyObject *
@@ -190,6 +211,17 @@ gl_tr_failed(struct gl_transports *t, PyObject *self, PyObject *message)
     if (exc == NULL)
         return NULL;
     return gl_tr_fatal(t, self, exc, message);
+}
+
+int
+gl_tr_raised_would_block(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_BlockingIOError)
+            || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
 }
 
 int
@@ -223,6 +255,14 @@ transports_names(struct gl_transports *t)
         | intern(&t->str_error_received, "error_received")
         | intern(&t->str_peername, "peername")
         | intern(&t->str_read_eof, "_read_eof")
+        | intern(&t->str_accept, "accept")
+        | intern(&t->str_accept_fd, "_accept")
+        | intern(&t->str_setblocking, "setblocking")
+        | intern(&t->str_close, "close")
+        | intern(&t->str_fileno, "fileno")
+        | intern(&t->str_io_refs, "_io_refs")
+        | intern(&t->str_closed, "_closed")
+        | intern(&t->str_make_socket_transport, "_make_socket_transport")
         | intern(&t->msg_pipe_read_error, "Fatal read error on pipe transport")
         | intern(&t->msg_read_error, "Fatal read error on socket transport")
         | intern(&t->msg_write_error, "Fatal write error on socket transport")
@@ -232,6 +272,18 @@ transports_names(struct gl_transports *t)
         | intern(&t->msg_eof_received, "Fatal error: protocol.eof_received() call failed.")
         | intern(&t->msg_dgram_read_error, "Fatal read error on datagram transport")
         | intern(&t->msg_dgram_write_error, "Fatal write error on datagram transport");
+}
+
+static int
+transports_kwnames(struct gl_transports *t)
+{
+    if (t->kw_serve == NULL
+            && (t->kw_serve = Py_BuildValue("(ss)", "extra", "server")) == NULL)
+        return -1;
+    if (t->kw_serve_context == NULL
+            && (t->kw_serve_context = Py_BuildValue("(sss)", "extra", "server", "context")) == NULL)
+        return -1;
+    return 0;
 }
 
 static int
@@ -259,6 +311,40 @@ transports_slots(struct gl_transports *t)
             || gl_slot_offset(t->type[GL_TR_PIPE], "_protocol", &t->off_pipe_protocol) < 0)
         return -1;
     return 0;
+}
+
+/* The getter of _socket.socket's attribute `name`, which reads the int the
+ * socket object holds. */
+static int
+socket_getter(PyObject *base, PyObject **into, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(((PyTypeObject *)base)->tp_dict, name);  /* borrowed */
+    if (d == NULL || Py_TYPE(d)->tp_descr_get == NULL) {
+        PyErr_Format(PyExc_TypeError, "_socket.socket.%s is not a descriptor", name);
+        return -1;
+    }
+    Py_XSETREF(*into, Py_NewRef(d));
+    return 0;
+}
+
+/* socket.socket, and _socket.socket's getters of family, type and proto. */
+static int
+transports_socket(struct gl_transports *t)
+{
+    PyObject *module = PyImport_ImportModule("socket");
+    PyObject *type = module ? PyObject_GetAttrString(module, "socket") : NULL;
+    Py_XDECREF(module);
+    if (type == NULL)
+        return -1;
+    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_base == NULL) {
+        PyErr_SetString(PyExc_TypeError, "socket.socket is not a subclass of _socket.socket");
+        Py_DECREF(type);
+        return -1;
+    }
+    Py_XSETREF(t->socket_type, type);
+    PyObject *base = (PyObject *)((PyTypeObject *)type)->tp_base;
+    return socket_getter(base, &t->sock_family, "family") | socket_getter(base, &t->sock_type, "type")
+        | socket_getter(base, &t->sock_proto, "proto");
 }
 
 /* A (stock class, goloop class) pair: the goloop class subclasses both the
@@ -303,7 +389,8 @@ mod_setup_transports(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(t->type[GL_TR_STREAM], (PyTypeObject *)Py_NewRef(args[1]));
     Py_XSETREF(t->type[GL_TR_DATAGRAM], (PyTypeObject *)Py_NewRef(args[3]));
     Py_XSETREF(t->type[GL_TR_PIPE], (PyTypeObject *)Py_NewRef(args[5]));
-    if (transports_names(t) < 0 || transports_slots(t) < 0
+    if (transports_names(t) < 0 || transports_kwnames(t) < 0 || transports_slots(t) < 0
+            || transports_socket(t) < 0
             || gl_stream_life_setup(t, args[0]) < 0) {
         for (int k = 0; k < GL_TR_KINDS; k++)
             Py_CLEAR(t->type[k]);   /* not set up, then */
@@ -330,6 +417,10 @@ gl_transports_traverse(gl_module_state *st, visitproc visit, void *arg)
         Py_VISIT(t->stock_write);
         Py_VISIT(t->stock_sendto);
         Py_VISIT(t->stock_pipe_read);
+        Py_VISIT(t->socket_type);
+        Py_VISIT(t->sock_family);
+        Py_VISIT(t->sock_type);
+        Py_VISIT(t->sock_proto);
         for (int k = 0; k < GL_TR_KINDS; k++)
             Py_VISIT(t->type[k]);
         return gl_stream_life_traverse(t, visit, arg);
@@ -346,7 +437,10 @@ gl_transports_free(gl_module_state *st)
     st->transports = NULL;
     gl_stream_life_free(t);
     PyObject **refs[] = {
-        &t->stock_write, &t->stock_sendto, &t->stock_pipe_read, (PyObject **)&t->type[GL_TR_STREAM],
+        &t->stock_write, &t->stock_sendto, &t->stock_pipe_read, &t->socket_type,
+        &t->sock_family, &t->sock_type, &t->sock_proto, &t->str_accept, &t->str_accept_fd,
+        &t->str_setblocking, &t->str_close, &t->str_fileno, &t->str_io_refs, &t->str_closed,
+        &t->str_make_socket_transport, &t->kw_serve, &t->kw_serve_context, (PyObject **)&t->type[GL_TR_STREAM],
         (PyObject **)&t->type[GL_TR_DATAGRAM], (PyObject **)&t->type[GL_TR_PIPE],
         &t->str_max_size, &t->str_fatal_error, &t->str_read_eof, &t->msg_pipe_read_error,
         &t->str_data_received, &t->str_get_buffer, &t->str_buffer_updated,

@@ -459,3 +459,50 @@ def test_transports_table_entry_goes_with_the_transport():
         peer.close()
 
     goloop.run(main())
+
+
+@pytest.mark.parametrize("state", ["reading", "paused", "closing"])
+def test_add_reader_matches_asyncio(state):
+    """_add_reader (what starts and resumes reading) watches the fd unless
+    the transport is paused or closing, as asyncio's; 3.15: in the
+    transport's context."""
+    def reader_of(loop, fd):
+        try:
+            key = loop._selector.get_key(fd)
+        except KeyError:
+            return None
+        reader = key.data[0]
+        return None if reader is None else (reader._callback, reader._args, reader._context)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        results = []
+        for add in (lambda tr, *a: selector_events._SelectorTransport._add_reader(tr, *a),
+                    lambda tr, *a: tr._add_reader(*a)):
+            sock, peer = unix_pair()
+            tr = _transports.SocketTransport(loop, sock, Protocol())
+            await asyncio.sleep(0)
+            loop._remove_reader(sock.fileno())
+            tr._paused = state == "paused"
+            tr._closing = state == "closing"
+
+            def marker(*args):
+                pass
+
+            add(tr, sock.fileno(), marker, 1, 2)
+            found = reader_of(loop, sock.fileno())
+            if found is not None:
+                callback, args, context = found
+                expected_context = getattr(tr, "_context", None)
+                found = (callback is marker, args,
+                         expected_context is None or context is expected_context)
+            results.append(found)
+            tr._paused = tr._closing = False
+            tr.abort()
+            await asyncio.sleep(0)
+            peer.close()
+        return results
+
+    stock, native = goloop.run(main())
+    assert native == stock
+    assert (native is None) == (state != "reading")
