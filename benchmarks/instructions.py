@@ -20,6 +20,9 @@ Workloads (one unit each):
                 other half run), all scheduled in one callback
     queue       a round trip of the Queue ping-pong (two puts, two gets)
     gather      a trivial task of asyncio.gather()
+    connect     a connection to a Protocol echo server: accepted, 100 bytes
+                echoed, closed by the client (a process of its own, not
+                counted); 200 and 1,200 connections instead of N
 """
 import argparse
 import os
@@ -67,6 +70,40 @@ async def queue():
         await b.get()
     await t
 
+CLIENT = """
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"x" * 100)
+    got = 0
+    while got < 100:
+        got += len(s.recv(100))
+    s.close()
+"""
+
+async def connect():
+    import subprocess
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    lost = [0]
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+        def data_received(self, data):
+            self.transport.write(data)
+        def connection_lost(self, exc):
+            lost[0] += 1
+            if lost[0] == n:
+                done.set_result(None)
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    client = subprocess.Popen([sys.executable, "-c", CLIENT,
+                               str(server.sockets[0].getsockname()[1]), str(n)])
+    await done
+    client.wait()
+    server.close()
+    await server.wait_closed()
+
 async def gather():
     async def nothing():
         return 1
@@ -97,11 +134,13 @@ if work == "call_soon":
         loop.run_forever()
 else:
     loop.run_until_complete({"sleep0": sleep0, "timers": timers, "queue": queue,
-                             "gather": gather}[work]())
+                             "gather": gather, "connect": connect}[work]())
 loop.close()
 '''
 
-WORKLOADS = ["sleep0", "call_soon", "timers", "queue", "gather"]
+WORKLOADS = ["sleep0", "call_soon", "timers", "queue", "gather", "connect"]
+# (base, extra) units where N and 10,000 more would take too long under valgrind
+UNITS = {"connect": (200, 1000)}
 KINDS = ["asyncio", "uvloop", "rloop", "goloop", "goloop-nopreempt", "goloop-nogo"]
 MODULE = {"uvloop": "uvloop", "rloop": "rloop"}
 
@@ -147,10 +186,11 @@ def main(argv=None):
         print(f"instructions per unit (callgrind; N={BASE_N + EXTRA_N} minus N={BASE_N}), "
               f"Python {sys.version.split()[0]}")
         for work in args.k or WORKLOADS:
+            base, extra = UNITS.get(work, (BASE_N, EXTRA_N))
             cells = []
             for kind in kinds:
-                per = (count(program, kind, work, BASE_N + EXTRA_N)
-                       - count(program, kind, work, BASE_N)) / EXTRA_N
+                per = (count(program, kind, work, base + extra)
+                       - count(program, kind, work, base)) / extra
                 cells.append(f"{kind} {per:,.0f}")
             print(f"  {work:10} " + "  ".join(cells), flush=True)
     finally:
