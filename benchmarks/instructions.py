@@ -183,8 +183,9 @@ def main(argv=None):
         f.write(PROGRAM)
         program = f.name
     try:
-        print(f"instructions per unit (callgrind; N={BASE_N + EXTRA_N} minus N={BASE_N}), "
-              f"Python {sys.version.split()[0]}")
+        print(f"instructions per unit (callgrind; N={BASE_N + EXTRA_N} minus N={BASE_N}; "
+              + "; ".join(f"{w}: {b + e} minus {b}" for w, (b, e) in UNITS.items())
+              + f"), Python {sys.version.split()[0]}")
         for work in args.k or WORKLOADS:
             base, extra = UNITS.get(work, (BASE_N, EXTRA_N))
             cells = []
