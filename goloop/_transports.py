@@ -1,19 +1,23 @@
-"""goloop's transports: asyncio's, with their read and write paths in C.
+"""goloop's transports: asyncio's, with their hot paths in C.
 
 SocketTransport is the running Python version's own
 selector_events._SelectorSocketTransport with the native
 SocketTransportCore (csrc/loop/stream.c) in front of it in the method
 order; DatagramTransport is _SelectorDatagramTransport with
 DatagramTransportCore (csrc/loop/datagram.c).  The cores take what runs
-on every read and write and hand every other case to asyncio's methods,
-which keep all the rest: connecting, closing, flow control, the write
-queue, write_eof, sendfile, start_tls, the server's bookkeeping
+on every read and write, and for a socket transport what runs once per
+connection — its construction, close() and connection_lost
+(csrc/loop/stream_life.c) — and hand every other case to asyncio's
+methods, which keep all the rest: connecting, flow control, the write
+queue, write_eof, abort, sendfile, start_tls, the server's bookkeeping
 (csrc/loop/transport.c has the design).  The loop's _make_*_transport
 methods (below, methods of goloop.EventLoop) make these for every TCP,
 Unix and UDP connection, TLS ones included (asyncio's SSL protocol runs
 over a SocketTransport), and for the reading end of every pipe
 (connect_read_pipe, subprocesses' stdout and stderr): ReadPipeTransport,
 asyncio's _UnixReadPipeTransport with ReadPipeTransportCore (pipe.c).
+A plain server's accept loop is native too (accept_connection below,
+csrc/loop/accept.c).
 """
 import socket
 import sys

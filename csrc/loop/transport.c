@@ -12,9 +12,12 @@
  *     class DatagramTransport(DatagramTransportCore, _SelectorDatagramTransport)
  *     class ReadPipeTransport(ReadPipeTransportCore, _UnixReadPipeTransport)
  *
- * stream.c, datagram.c and pipe.c hold those methods; this file holds what they
- * share: the state set up once from asyncio's classes (_setup_transports),
- * the read buffer, and access to a transport's attributes and errors.
+ * stream.c, datagram.c and pipe.c hold those methods (stream_life.c the
+ * socket transport's construction and closing, accept.c a server's accept
+ * loop); this file holds what they share: the state set up once from
+ * asyncio's classes (_setup_transports), the read buffer, socket.socket and
+ * the getters of a socket's ints, and access to a transport's attributes
+ * and errors.
  *
  * The state of a transport is asyncio's, shared by both halves: the Python
  * classes declare the attributes the native methods read on every call as
