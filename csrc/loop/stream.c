@@ -72,9 +72,10 @@ recv_into_by_socket(struct gl_transports *s, PyObject *self, PyObject *buf)
 }
 
 /* asyncio's _read_ready__data_received: recv into the module's buffer,
- * then protocol.data_received(bytes). */
+ * then protocol.data_received(bytes).  *filled: the read took all the
+ * buffer had room for (more may be waiting). */
 static PyObject *
-read_data(struct gl_transports *s, PyObject *self)
+read_data_filling(struct gl_transports *s, PyObject *self, int *filled)
 {
     int lost = gl_tr_slot_true(self, OFF(s).conn_lost, "_conn_lost");
     if (lost != 0)
@@ -105,13 +106,22 @@ read_data(struct gl_transports *s, PyObject *self)
     if (r == NULL)
         return gl_tr_failed(s, self, s->msg_data_received);
     Py_DECREF(r);
+    *filled = n == size;
     Py_RETURN_NONE;
 }
 
-/* asyncio's _read_ready__get_buffer: recv straight into
- * protocol.get_buffer(-1), then protocol.buffer_updated(n). */
 static PyObject *
-read_buffered(struct gl_transports *s, PyObject *self)
+read_data(struct gl_transports *s, PyObject *self)
+{
+    int filled;
+    return read_data_filling(s, self, &filled);
+}
+
+/* asyncio's _read_ready__get_buffer: recv straight into
+ * protocol.get_buffer(-1), then protocol.buffer_updated(n).  *filled: as
+ * read_data_filling's. */
+static PyObject *
+read_buffered_filling(struct gl_transports *s, PyObject *self, int *filled)
 {
     int lost = gl_tr_slot_true(self, OFF(s).conn_lost, "_conn_lost");
     if (lost != 0)
@@ -137,6 +147,7 @@ read_buffered(struct gl_transports *s, PyObject *self)
     }
     Py_buffer view = {0};
     PyObject *r = NULL, *nbytes = NULL;
+    int filled_now = 0;
     if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
         /* Not a writable buffer: the socket's recv_into() raises what it
          * raises for asyncio. */
@@ -154,6 +165,7 @@ read_buffered(struct gl_transports *s, PyObject *self)
             goto done;
         ssize_t n = recv(fd, view.buf, (size_t)view.len, 0);
         int err = errno;
+        Py_ssize_t room = view.len;
         PyBuffer_Release(&view);
         if (n < 0) {
             r = io_failed(s, self, err, s->msg_read_error);
@@ -161,6 +173,7 @@ read_buffered(struct gl_transports *s, PyObject *self)
         }
         if ((nbytes = PyLong_FromSsize_t(n)) == NULL)
             goto done;
+        filled_now = n == room;
     }
     int empty = PyObject_Not(nbytes);
     if (empty != 0) {
@@ -170,8 +183,10 @@ read_buffered(struct gl_transports *s, PyObject *self)
     r = PyObject_CallMethodOneArg(protocol, s->str_buffer_updated, nbytes);
     if (r == NULL)
         r = gl_tr_failed(s, self, s->msg_buffer_updated);
-    else
+    else {
         Py_SETREF(r, Py_NewRef(Py_None));
+        *filled = filled_now;
+    }
 done:
     if (view.obj != NULL)
         PyBuffer_Release(&view);
@@ -179,6 +194,13 @@ done:
     Py_DECREF(buf);
     Py_DECREF(protocol);
     return r;
+}
+
+static PyObject *
+read_buffered(struct gl_transports *s, PyObject *self)
+{
+    int filled;
+    return read_buffered_filling(s, self, &filled);
 }
 
 typedef PyObject *(*read_path)(struct gl_transports *, PyObject *);
@@ -215,25 +237,53 @@ transport_read_buffered(PyObject *self, PyTypeObject *cls, PyObject *const *args
     return run_read_path(read_buffered, "_read_ready__get_buffer", self, cls, nargs, kwnames);
 }
 
+/* Does the transport still read (not paused, closing or lost)?  1, 0, -1. */
+static int
+still_reading(struct gl_transports *s, PyObject *self)
+{
+    int r = gl_tr_slot_true(self, OFF(s).paused, "_paused");
+    if (r == 0)
+        r = gl_tr_slot_true(self, OFF(s).closing, "_closing");
+    if (r == 0)
+        r = gl_tr_slot_true(self, OFF(s).conn_lost, "_conn_lost");
+    return r < 0 ? -1 : !r;
+}
+
 /* _read_ready: self._read_ready_cb(), which set_protocol() chose — one of
- * the two paths above, bound to this transport, run without the call. */
+ * the two paths above, bound to this transport, run without the call.
+ * A read that filled the room it had is followed by another, up to
+ * READS_PER_READY in all, while the transport still reads (libuv's
+ * rule, and uvloop's): a message larger than a BufferedProtocol's buffer
+ * then costs one readiness, not one per buffer-full; asyncio would make
+ * the same reads, each after a poll.  The callback is fetched again
+ * before each, as set_protocol() may have changed it. */
+#define READS_PER_READY 8
+
 static PyObject *
 read_chosen(struct gl_transports *s, PyObject *self)
 {
-    PyObject *cb = gl_tr_slot(self, s->off_read_ready_cb, "_read_ready_cb");
-    if (cb == NULL)
-        return NULL;
-    PyObject *r;
-    if (PyCFunction_Check(cb) && PyCFunction_GET_SELF(cb) == self
-            && PyCFunction_GET_FUNCTION(cb) == (PyCFunction)(void (*)(void))transport_read_data)
-        r = read_data(s, self);
-    else if (PyCFunction_Check(cb) && PyCFunction_GET_SELF(cb) == self
-            && PyCFunction_GET_FUNCTION(cb) == (PyCFunction)(void (*)(void))transport_read_buffered)
-        r = read_buffered(s, self);
-    else
-        r = PyObject_CallNoArgs(cb);
-    Py_DECREF(cb);
-    return r;
+    for (int round = 1;; round++) {
+        PyObject *cb = gl_tr_slot(self, s->off_read_ready_cb, "_read_ready_cb");
+        if (cb == NULL)
+            return NULL;
+        int filled = 0;
+        PyObject *r;
+        if (PyCFunction_Check(cb) && PyCFunction_GET_SELF(cb) == self
+                && PyCFunction_GET_FUNCTION(cb) == (PyCFunction)(void (*)(void))transport_read_data)
+            r = read_data_filling(s, self, &filled);
+        else if (PyCFunction_Check(cb) && PyCFunction_GET_SELF(cb) == self
+                && PyCFunction_GET_FUNCTION(cb) == (PyCFunction)(void (*)(void))transport_read_buffered)
+            r = read_buffered_filling(s, self, &filled);
+        else
+            r = PyObject_CallNoArgs(cb);
+        Py_DECREF(cb);
+        if (r == NULL || !filled || round == READS_PER_READY)
+            return r;
+        Py_DECREF(r);
+        int more = still_reading(s, self);
+        if (more <= 0)
+            return more < 0 ? NULL : Py_NewRef(Py_None);
+    }
 }
 
 static PyObject *

@@ -790,3 +790,65 @@ def test_the_native_halves_refuse_what_is_not_their_transport():
     for call in calls:
         with pytest.raises(TypeError):
             call()
+
+
+class SmallBuffer(asyncio.BufferedProtocol):
+    """A BufferedProtocol with a 1000-byte buffer that notes, for each
+    buffer_updated, the loop iteration it ran in (a call_soon chain counts
+    them); pause_after: pause reading after that many bytes."""
+
+    def __init__(self, pause_after=None):
+        self.buffer = bytearray(1000)
+        self.data = bytearray()
+        self.iterations = []
+        self.pause_after = pause_after
+        self.ticks = 0
+        self.got = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+
+        def tick():
+            self.ticks += 1
+            if not self.transport.is_closing():
+                loop.call_soon(tick)
+        loop.call_soon(tick)
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buffer[:nbytes]
+        self.iterations.append(self.ticks)
+        if self.pause_after is not None and len(self.data) >= self.pause_after:
+            self.transport.pause_reading()
+            if not self.got.done():
+                self.got.set_result(None)
+        elif len(self.data) >= 20000 and not self.got.done():
+            self.got.set_result(None)
+
+
+@pytest.mark.parametrize("pause_after", [None, 3000], ids=["reading", "paused-in-callback"])
+def test_a_read_that_fills_the_buffer_is_followed_by_another(pause_after):
+    """goloop reads again, up to 8 times per readiness, while a read filled
+    the protocol's buffer and the transport still reads (libuv's and
+    uvloop's rule); pause_reading() in the callback stops it at once."""
+    async def main():
+        transport, protocol, peer = await connected_pair(lambda: SmallBuffer(pause_after))
+        await asyncio.sleep(0.05)            # connection_made has run
+        peer.sendall(bytes(range(250)) * 80)   # 20,000 bytes, there before the next poll
+        await asyncio.wait_for(protocol.got, 10)
+        await asyncio.sleep(0.05)
+        transport.close()
+        peer.close()
+        return bytes(protocol.data), protocol.iterations
+
+    data, iterations = goloop.run(main())
+    runs = [iterations.count(i) for i in sorted(set(iterations))]
+    if pause_after is None:
+        assert data == bytes(range(250)) * 80
+        assert max(runs) == 8, runs                   # 8 reads in one iteration
+    else:
+        assert data == (bytes(range(250)) * 80)[:pause_after]
+        assert len(iterations) == 3, iterations       # no read after the pause
