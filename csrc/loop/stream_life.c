@@ -59,7 +59,8 @@
 #define get_optional_attr _PyObject_LookupAttr
 #endif
 
-/* The attribute and method names the constructor uses. */
+/* The attribute and method names construction and closing use (N_ADD_READER
+ * names both the transport's method and the loop's). */
 enum {
     N_SOCK, N_READ_READY_CB, N_EXTRA, N_LOOP, N_PROTOCOL_PAUSED, N_HIGH_WATER,
     N_LOW_WATER, N_SOCKET, N_SOCKNAME, N_PEERNAME, N_GETSOCKNAME, N_GETPEERNAME,
@@ -70,7 +71,7 @@ enum {
     N_SET_RESULT, N_SET_NODELAY, N_TRANSPORT_SOCKET, N_CONTEXT,
     N_REMOVE_READER, N_REMOVE_WRITER, N_CALL_CONNECTION_LOST, N_CONNECTION_LOST, N_CLOSE,
     N_DETACH, N_EOF_RECEIVED, N_GET_DEBUG, N_SET_EXCEPTION, N_PENDING_REMOVALS,
-    N_COMMIT_REMOVALS, N_DATA, N_REMOVE, N_KEY, N_LOOP_ADD_READER, N_COUNT
+    N_COMMIT_REMOVALS, N_DATA, N_REMOVE, N_KEY, N_COUNT
 };
 
 static const char *const NAMES[N_COUNT] = {
@@ -84,7 +85,7 @@ static const char *const NAMES[N_COUNT] = {
     "_set_nodelay", "TransportSocket", "context",
     "_remove_reader", "_remove_writer", "_call_connection_lost", "connection_lost", "close",
     "_detach", "eof_received", "get_debug", "set_exception", "_pending_removals",
-    "_commit_removals", "data", "_remove", "key", "_add_reader",
+    "_commit_removals", "data", "_remove", "key",
 };
 
 struct gl_tr_life {
@@ -859,11 +860,11 @@ gl_stream_add_reader(PyObject *self, PyTypeObject *cls, PyObject *const *args, P
     PyObject *context = get(in, self, N_CONTEXT_ATTR);
     if (context != NULL) {
         argv[n] = context;
-        r = PyObject_VectorcallMethod(in->name[N_LOOP_ADD_READER], argv, n, in->kw_context);
+        r = PyObject_VectorcallMethod(in->name[N_ADD_READER], argv, n, in->kw_context);
         Py_DECREF(context);
     }
 #else
-    r = PyObject_VectorcallMethod(in->name[N_LOOP_ADD_READER], argv, n, NULL);
+    r = PyObject_VectorcallMethod(in->name[N_ADD_READER], argv, n, NULL);
 #endif
     if (argv != small)
         PyMem_Free(argv);
