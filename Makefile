@@ -15,6 +15,11 @@
 # make stress       the lost-wake-up stress probe (tests/preempt/probes/stress_probe.py)
 #                   STRESS_RUNS times (default 30) per slice, fresh seeds, in the
 #                   tests' virtualenv (.venvs/py3.X, made by scripts/test.sh)
+# make package      goloop as users get it (scripts/check-package.sh; ~3 min): sdist and
+#                   wheel (python -m build), twine check --strict, auditwheel repair to a
+#                   manylinux tag, the wheel installed and run in a fresh venv with no
+#                   compiler on PATH, the sdist built in another; all in a temporary
+#                   directory, for PYTHON (make package PYTHON=python3.13)
 # They run in a virtualenv of their own, .venvs/bench, with goloop and the bench
 # extra pip-installed (made again when the sources change).  PYTHON picks the
 # interpreter (make bench PYTHON=python3.13); BENCH_ARGS adds options
@@ -60,3 +65,7 @@ stress:
 	    $(STRESS_PY) tests/preempt/probes/stress_probe.py $$slice /tmp/goloop-stress.pem \
 	        --cycles 8 || { echo "stress: FAILED at slice $$slice, run $$i"; exit 1; }; \
 	done; done; echo "stress: $(STRESS_RUNS) runs per slice, all clean"
+
+.PHONY: package
+package:
+	scripts/check-package.sh $(PYTHON)

@@ -218,8 +218,14 @@ def running(loop):
         loop._time_slice = default_time_slice()
     previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
     signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
+    # A SIGURG that is not sysmon's goes to the handler found here, unless
+    # that is ours already: a child forked while its parent's loop ran
+    # inherits it, and forwarding to ourselves would recurse until
+    # RecursionError.  What was there before ours is not known then, so
+    # such a SIGURG gets SIGURG's default: ignored.
+    forward = signal.SIG_DFL if previous is _goloop._on_sigurg else previous
     try:
-        _goloop._preempt_attach(loop._time_slice, previous, slice_counts_cpu_time())
+        _goloop._preempt_attach(loop._time_slice, forward, slice_counts_cpu_time())
     except BaseException:
         signal.signal(signal.SIGURG, previous)
         raise
@@ -258,4 +264,8 @@ def _task_switchers():
 
 
 _goloop._setup_preempt(_inside_atomic, *_task_switchers(), STEP_BASE, BASE_ONLY, NEVER_PREEMPT)
+# No thread of goloop's runs at a fork: CPython 3.12+ would warn that the
+# process is multi-threaded (sysmon.c).  The child starts sysmon afresh with
+# its first loop.
+os.register_at_fork(before=_goloop._sysmon_pause, after_in_parent=_goloop._sysmon_resume)
 _locks.track_all()

@@ -16,6 +16,17 @@
 #   GOLOOP_PYTHONS="3.12" scripts/test.sh    a subset of versions
 #   GOLOOP_PYTHONS="3.14d 3.15d" scripts/test.sh    only the sid root's debug builds
 #
+# At the end of a whole run (no arguments, no GOLOOP_PYTHONS), the packages
+# users get are checked once (scripts/check-package.sh, with CPython 3.12).
+#
+# Each version's venv gets goloop with its `test` extra; those that run the
+# application tests (tests/apps; GOLOOP_APPS_PYTHONS, default 3.12 and 3.14,
+# to keep the whole run within its hour) get the `apps` extra too, and those
+# tests talk to a PostgreSQL and a Redis server that
+# scripts/services.sh installs when missing and starts on loopback before the
+# first version, and stops at the end.  A version where the apps extra cannot
+# be installed runs the rest and is named in a loud line at the end.
+#
 # The debug builds of 3.14 and 3.15 (python3.X-dbg: assertions and reference
 # count checks in the interpreter, .venvs/py3.Xd) are in the default run too,
 # with the suites of the native parts only (runtime, glue, loop) unless
@@ -24,12 +35,15 @@ set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd -P)"   # physical: the path sid-run.sh mounts
 cd "$ROOT" || exit 1
 VERSIONS="${GOLOOP_PYTHONS:-3.11 3.12 3.13 3.14 3.15 3.14d 3.15d}"
+# The application tests (tests/apps: frameworks, servers, databases, ~5 min
+# a version) run on these, to keep the whole run within its hour.
+APPS_VERSIONS="${GOLOOP_APPS_PYTHONS:-3.12 3.14}"
 SID_VERSIONS="3.14 3.15"   # what the Debian sid root provides (and 3.14d, 3.15d)
 REPORTS="$ROOT/.venvs/reports"
 mkdir -p "$REPORTS"
 rm -f "$REPORTS"/*.xml
 
-declare -a MISSING=() FAILED=() PASSED=()
+declare -a MISSING=() FAILED=() PASSED=() APPS_MISSING=()
 declare -A MISSING_WHY=()
 RUN=()   # prefix for one version's commands: empty on the host, sid-run.sh in the sid root
 
@@ -89,11 +103,33 @@ make_venv() {   # $1 interpreter, $2 venv; (re)made unless it already works
     "${RUN[@]}" "$py" -m venv --clear "$venv"
 }
 
+runs_apps() {   # whether version $1 runs tests/apps (GOLOOP_APPS_PYTHONS)
+    case " $APPS_VERSIONS " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
+install_goloop() {   # $1 version, $2 venv: goloop with the test extra, and the apps extra if it installs
+    local ver="$1" venv="$2"
+    local pip=("${RUN[@]}" "$venv/bin/python" -m pip install -q --disable-pip-version-check)
+    if ! runs_apps "$ver"; then   # a debug build runs the native suites only
+        "${pip[@]}" ".[test]"
+        return
+    fi
+    # One build with both extras; if an application package cannot be
+    # installed on this version (no wheel, a failed build), the rest of the
+    # suite still runs and the summary says that tests/apps could not.
+    "${pip[@]}" ".[test,apps]" && return 0
+    APPS_MISSING+=("$ver")
+    "${pip[@]}" ".[test]"
+}
+
 run_version() {   # $1 version, $2 interpreter; the rest goes to pytest.  Uses RUN.
     local ver="$1" py="$2"
     shift 2
     if [ "${ver%d}" != "$ver" ] && [ $# -eq 0 ]; then   # a debug build
         set -- tests/runtime tests/test_*.py tests/loop
+    elif [ $# -eq 0 ] && ! runs_apps "$ver"; then
+        set -- --ignore=tests/apps
     fi
     local venv="$ROOT/.venvs/py$ver"
     echo "=== CPython $ver: $py${RUN[*]:+ (in the Debian sid root)} -> $venv"
@@ -101,7 +137,7 @@ run_version() {   # $1 version, $2 interpreter; the rest goes to pytest.  Uses R
         FAILED+=("$ver (venv)")
         return
     fi
-    if ! "${RUN[@]}" "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[test]"; then
+    if ! install_goloop "$ver" "$venv"; then
         FAILED+=("$ver (build)")
         return
     fi
@@ -141,6 +177,10 @@ summary() {
     echo "=== summary"
     [ ${#PASSED[@]} -gt 0 ] && echo "passed on CPython: ${PASSED[*]}"
     [ ${#FAILED[@]} -gt 0 ] && echo "FAILED on CPython: ${FAILED[*]}"
+    echo "tests/apps ran on CPython: $APPS_VERSIONS (GOLOOP_APPS_PYTHONS; the others skip that folder)"
+    for ver in "${APPS_MISSING[@]}"; do
+        echo "!!!!!!!! CPython $ver: the apps extra (pyproject.toml) could NOT be installed: tests/apps were skipped there !!!!!!!!"
+    done
     for ver in "${MISSING[@]}"; do
         echo "!!!!!!!! CPython $ver NOT FOUND: its tests did NOT run (${MISSING_WHY[$ver]}) !!!!!!!!"
     done
@@ -159,9 +199,22 @@ PY
 if [ "${CI:-}" = "true" ]; then
     bash "$ROOT/scripts/ensure-cross-tools.sh"
 fi
+# PostgreSQL and Redis for tests/apps, on loopback, stopped when this ends.
+eval "$(bash "$ROOT/scripts/services.sh" start)"
+trap 'bash "$ROOT/scripts/services.sh" stop "${GOLOOP_TEST_SERVICES:-}"' EXIT
 for ver in $VERSIONS; do
     test_version "$ver" "$@"
 done
+# goloop as users get it, once per whole run: sdist and wheel, twine check,
+# manylinux repair, installs with no compiler (scripts/check-package.sh).
+if [ $# -eq 0 ] && [ -z "${GOLOOP_PYTHONS:-}" ]; then
+    echo "=== packaging (scripts/check-package.sh)"
+    if bash "$ROOT/scripts/check-package.sh" "$(find_python 3.12)"; then
+        PASSED+=("packaging")
+    else
+        FAILED+=("packaging")
+    fi
+fi
 summary
 if [ ${#FAILED[@]} -gt 0 ] || [ ${#PASSED[@]} -eq 0 ]; then
     exit 1

@@ -12,34 +12,13 @@ Fixtures here are opt-in (no autouse), so they do not touch tests/runtime/.
 import gc
 import json
 import os
-import site
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-
-def _goloop_parent():
-    import goloop
-
-    return os.path.dirname(os.path.dirname(os.path.abspath(goloop.__file__)))
-
-
-def subprocess_env(extra=None, drop=("GOLOOP_STACK_SIZE",)):
-    """Environment for a child interpreter that imports this goloop."""
-    env = dict(os.environ)
-    for name in drop:
-        env.pop(name, None)
-    parent = _goloop_parent()
-    site_dirs = set(site.getsitepackages() + [site.getusersitepackages()])
-    if parent not in site_dirs:
-        old = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = parent + (os.pathsep + old if old else "")
-    env.setdefault("PYTHONFAULTHANDLER", "1")   # a crash shows a traceback
-    if extra:
-        env.update(extra)
-    return env
+from child_env import subprocess_env
 
 
 def _run(argv, env, timeout, cwd):

@@ -663,12 +663,30 @@ def test_signal_handler_parks_the_goroutine_it_interrupted():
 
 
 def test_keyboard_interrupt_on_a_goroutine_propagates():
+    import os
     import signal
 
     def body():
         signal.raise_signal(signal.SIGINT)     # default handler: KeyboardInterrupt
 
-    g = goloop.Goroutine(body)
-    with pytest.raises(KeyboardInterrupt):
-        g.resume()
+    # A collection started inside raise_signal (3.12+ runs a due one in
+    # PyErr_CheckSignals) may finalize a parked goroutine an earlier test
+    # dropped; unwinding it runs Python code, which would take the pending
+    # SIGINT there, where it is unraisable, as in any finalizer.
+    gc.collect()
+    gc.disable()
+    try:
+        g = goloop.Goroutine(body)
+        try:
+            g.resume()
+        except KeyboardInterrupt:
+            pass
+        else:
+            # Seen rarely on loaded CI machines and not reproduced since:
+            # say what the process looked like.
+            pytest.fail(f"no KeyboardInterrupt; SIGINT handler "
+                        f"{signal.getsignal(signal.SIGINT)!r}, threads "
+                        f"{os.listdir('/proc/self/task')}, goloop.stats() {goloop.stats()}")
+    finally:
+        gc.enable()
     assert g.status == "finished"

@@ -23,6 +23,11 @@ pytestmark = pytest.mark.usefixtures("no_leftover_goroutines")
 
 CYCLES = 100_000
 WARMUP = 10_000
+# scripts/sanitize.sh: under ASan, freed memory waits in its quarantine (up
+# to 256 MiB) and each goroutine's fake stack is mapped on demand, so the
+# resident size grows with churn and says nothing about leaks; the RSS
+# checks are left out there (the block, object and mapping counts stay).
+SANITIZED = os.environ.get("GOLOOP_SANITIZED") == "1"
 
 
 def rss_bytes():
@@ -104,7 +109,7 @@ def test_start_finish_cycles_leak_nothing():
     assert d_objects < 50, d_objects
     # A leaked stack (mmap, >= 8 KiB touched) or 16 KiB data-stack chunk per
     # cycle would be gigabytes; allow 4 MiB of allocator noise.
-    assert d_rss < 4 * 1024 * 1024, d_rss
+    assert SANITIZED or d_rss < 4 * 1024 * 1024, d_rss
     assert d_maps <= 4, d_maps
 
 
@@ -154,7 +159,7 @@ def test_dropped_parked_goroutine_is_unwound_and_leaks_nothing():
     diff = after.filter_traces([own]).compare_to(before.filter_traces([own]), "lineno")
     assert sum(s.count_diff for s in diff) < 100, diff[:5]
     assert sys.getallocatedblocks() - blocks0 < 200
-    assert rss_bytes() - rss0 < 4 * 1024 * 1024
+    assert SANITIZED or rss_bytes() - rss0 < 4 * 1024 * 1024
     assert goloop.stats()["goroutines_live"] == live0
 
 
@@ -303,14 +308,6 @@ def test_deep_stacks_give_their_memory_back():
     assert goloop.stats()["data_chunks_cached"] <= 64
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "limitation: the garbage collector cannot see references held by a parked "
-    "goroutine's own stack (its Python frames' locals, the function being "
-    "run), so a parked goroutine reachable only through those is never found "
-    "unreachable: it is not unwound and its memory is kept (the same applies "
-    "at interpreter exit to goroutines whose frames reference their module's "
-    "globals).  Collecting it would need tp_traverse to visit the parked "
-    "frames' references (CPython's _PyFrame_Traverse is not exported)."))
 def test_parked_goroutine_in_cycle_through_its_own_frames_is_collected():
     log = []
 
@@ -333,3 +330,71 @@ def test_parked_goroutine_in_cycle_through_its_own_frames_is_collected():
         if wr() is not None:                 # do not leave it parked
             g = wr().g
             g.resume()
+
+
+def test_parked_goroutine_cycle_through_nested_frames_and_closures_is_collected():
+    """The cycle runs through a frame below the innermost one (a caller's
+    local), a closure cell and a generator the goroutine is inside; the
+    goroutine is unwound (both finally blocks run, inner first) and freed."""
+    log = []
+
+    class Holder:
+        pass
+
+    def outer(h):
+        def inner():
+            try:
+                yield goloop.park()          # parks inside a generator
+            finally:
+                log.append("inner")
+        try:
+            for _ in inner():                # h: a local of this frame, and a cell
+                pass
+        finally:
+            log.append("outer")
+        return h
+
+    h = Holder()
+    h.g = goloop.Goroutine(lambda: outer(h))
+    h.g.resume()
+    wr = weakref.ref(h)
+    del h
+    gc.collect()
+    assert log == ["inner", "outer"]
+    assert wr() is None
+
+
+def test_parked_goroutine_keeps_what_only_its_frames_reference():
+    """The other direction, which would crash rather than leak: objects that
+    only a parked goroutine's frames (locals, cells, the function, the code,
+    the contextvars Context) reference stay alive through collections while
+    the goroutine itself is referenced, and it finishes with them intact."""
+    import contextvars
+
+    var = contextvars.ContextVar("var")
+
+    class Payload:
+        def __init__(self, n):
+            self.items = [[i] for i in range(n)]
+            self.me = self                   # a cycle of its own: gc-tracked
+
+    def body():
+        local = Payload(100)
+        var.set(Payload(7))
+        cell = Payload(3)
+
+        def uses_cell():
+            return len(cell.items)
+
+        goloop.park()
+        return (len(local.items), local.me is local, uses_cell(),
+                len(var.get().items))
+
+    gs = []
+    for _ in range(20):
+        g = goloop.Goroutine(body)
+        g.resume()
+        gs.append(g)
+    for _ in range(3):
+        gc.collect()
+    assert [g.resume() for g in gs] == [(100, True, 3, 7)] * 20

@@ -10,7 +10,7 @@
  *                while it holds one)
  *   greenlets.c  a task whose steps use greenlets keeps its worker's stack
  *   pystate.[ch] the per-stack interpreter state saved on each switch
- *   pyinternal.c the one value read from CPython's internal structures
+ *   pyinternal.c what is read from CPython's internal structures
  *
  * The glue knows CPython and the runtime; the event loop's core, which
  * knows asyncio, sits above it in csrc/loop (core.h).

@@ -133,9 +133,14 @@ goroutine_main(void *arg)
     gl_module_state *st = self->state;
     PyThreadState *ts = PyThreadState_Get();
     gl_pystate_root root;
+    /* func stays in self->func, borrowed here, until it returns: the
+     * collector then sees it through tp_traverse, so a cycle through it (a
+     * bound method of an object that holds the goroutine) can be collected.
+     * Nothing clears it meanwhile: tp_clear reaches only a goroutine found
+     * unreachable, and a running one is referenced from its resumer's
+     * stack; a parked one is unwound by tp_finalize first. */
     PyObject *func = self->func;
     PyObject *context = self->context;
-    self->func = NULL;
     self->context = NULL;
 
     _PyErr_StackItem *outer = ts->exc_info;   /* the resumer's */
@@ -148,7 +153,7 @@ goroutine_main(void *arg)
     Py_CLEAR(self->transfer);    /* the first resume's value is not used */
 
     PyObject *result = fresh < 0 ? NULL : PyObject_CallNoArgs(func);
-    Py_DECREF(func);
+    Py_CLEAR(self->func);
     if (result != NULL)
         self->transfer = result;
     else
@@ -463,12 +468,17 @@ goroutine_traverse(GoroutineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->step_handle);
     Py_VISIT(self->steps_after);
     Py_VISIT(self->greenlets);
+    /* A parked goroutine's frames are its own, as a suspended generator's
+     * frame is the generator's (pyinternal.c). */
+    if (self->g.status == GL_G_PARKED && self->saved != NULL)
+        return gl_pystate_traverse(self->saved, visit, arg);
     return 0;
 }
 
 static int
 goroutine_clear(GoroutineObject *self)
 {
+    assert(self->g.status != GL_G_RUNNING);   /* see goroutine_main */
     Py_CLEAR(self->func);
     Py_CLEAR(self->context);
     Py_CLEAR(self->transfer);

@@ -378,6 +378,26 @@ mod_preempt_detach(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* os.register_at_fork's before and after_in_parent hooks (_preempt.py). */
+static PyObject *
+mod_sysmon_pause(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    gl_sysmon_pause();   /* a join, with the GIL: sysmon never takes it */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_sysmon_resume(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    if (gl_sysmon_resume() != GL_OK)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 void
 gl_preempt_poll_enter(gl_module_state *st)
 {
@@ -465,6 +485,10 @@ PyMethodDef gl_preempt_methods[] = {
      "watch this (the main) thread's steps."},
     {"_preempt_detach", mod_preempt_detach, METH_NOARGS,
      "_preempt_detach()\n--\n\n"},
+    {"_sysmon_pause", mod_sysmon_pause, METH_NOARGS,
+     "_sysmon_pause()\n--\n\nEnd sysmon's thread until _sysmon_resume() (before a fork)."},
+    {"_sysmon_resume", mod_sysmon_resume, METH_NOARGS,
+     "_sysmon_resume()\n--\n\nStart sysmon's thread again if a loop is attached."},
     {"_poll_enter", mod_poll_enter, METH_NOARGS,
      "_poll_enter()\n--\n\nThe loop is about to block waiting for I/O."},
     {"_poll_exit", mod_poll_exit, METH_NOARGS,

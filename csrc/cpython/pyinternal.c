@@ -15,9 +15,108 @@
  * thread runs on (pystate.h).  Internal fields move between patch releases
  * (3.14.1 added some), so the extension must be built against the headers
  * of the interpreter it runs on, as pip does.
+ *
+ * The references a parked goroutine's frames hold (all versions), for the
+ * Goroutine's tp_traverse.  A stack's Python frames are
+ * _PyInterpreterFrames in its frame data stack; a thread's running frames
+ * are roots the collector never traverses, but a parked goroutine's are
+ * owned by the Goroutine object, as a suspended generator's frame is owned
+ * by the generator.  Without visiting them, a cycle through a parked
+ * goroutine's locals (an object whose method parked, holding the goroutine
+ * in an attribute) is never found unreachable.  The visit must never count
+ * a reference the frame does not own (the collector would free an object
+ * still in use), and may leave some out (the object is then only kept):
+ *   - only frames the thread owns: a generator's or coroutine's frame is
+ *     its object's to visit; an entry frame on the C stack, or 3.15's
+ *     sentinel, holds nothing;
+ *   - the frame object, f_locals, the function and the code (owned);
+ *   - the fast locals, cells and free variables (co_nlocalsplus of them),
+ *     but not the value stack above them, whose top is not kept up to date
+ *     for a frame suspended inside a call (3.11 to 3.13);
+ *   - the stack's contextvars Context, which its saved state owns;
+ *   - on 3.14+, only stack references that carry a reference count: a
+ *     tagged one is borrowed or immortal, and CPython's own frame visit
+ *     leaves those out when it counts references.
  */
 #define Py_BUILD_CORE 1
 #include "pystate.h"
+
+#if GL_PY_SUPPORTED
+#  if GL_PY_MINOR >= 14
+#    include "internal/pycore_interpframe.h"
+#  else
+#    include "internal/pycore_frame.h"
+#  endif
+
+#if GL_PY_MINOR >= 14
+static int
+visit_stackref(_PyStackRef ref, visitproc visit, void *arg)
+{
+    if (PyStackRef_IsNull(ref) || !PyStackRef_RefcountOnObject(ref))
+        return 0;
+    Py_VISIT(PyStackRef_AsPyObjectBorrow(ref));
+    return 0;
+}
+#  define VISIT_SLOT(slot) \
+      do { int r_ = visit_stackref((slot), visit, arg); if (r_) return r_; } while (0)
+#else
+#  define VISIT_SLOT(slot) Py_VISIT(slot)
+#endif
+
+static _PyInterpreterFrame *
+innermost_frame(const gl_pystate *st)
+{
+#if GL_PY_MINOR >= 13
+    return st->current_frame;
+#else
+    return st->cframe != NULL ? st->cframe->current_frame : NULL;
+#endif
+}
+
+static int
+traverse_frame(_PyInterpreterFrame *f, visitproc visit, void *arg)
+{
+    Py_VISIT(f->frame_obj);
+    Py_VISIT(f->f_locals);
+#if GL_PY_MINOR == 11
+    PyObject *code = (PyObject *)f->f_code;
+    Py_VISIT(f->f_func);
+    Py_VISIT(code);
+#elif GL_PY_MINOR == 12
+    PyObject *code = (PyObject *)f->f_code;
+    Py_VISIT(f->f_funcobj);
+    Py_VISIT(code);
+#elif GL_PY_MINOR == 13
+    PyObject *code = f->f_executable;
+    Py_VISIT(f->f_funcobj);
+    Py_VISIT(code);
+#else
+    PyObject *code = PyStackRef_AsPyObjectBorrow(f->f_executable);
+    VISIT_SLOT(f->f_funcobj);
+    VISIT_SLOT(f->f_executable);
+#endif
+    if (code == NULL || !PyCode_Check(code))
+        return 0;
+    int n = ((PyCodeObject *)code)->co_nlocalsplus;
+    for (int i = 0; i < n; i++)
+        VISIT_SLOT(f->localsplus[i]);
+    return 0;
+}
+
+int
+gl_pystate_traverse(const gl_pystate *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->context);   /* the stack's contextvars Context, owned while saved */
+    for (_PyInterpreterFrame *f = innermost_frame(st); f != NULL; f = f->previous) {
+        if (f->owner != FRAME_OWNED_BY_THREAD)
+            continue;
+        int r = traverse_frame(f, visit, arg);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+#endif
 
 #if GL_PY_SUPPORTED && GL_PY_MINOR >= 12
 

@@ -151,6 +151,10 @@ typedef struct gl_chunk_cache {
     int count;
 } gl_chunk_cache;
 
+/* Visit the references held by the Python frames saved in st, a parked
+ * stack's state (pyinternal.c says which): for its owner's tp_traverse. */
+int gl_pystate_traverse(const gl_pystate *st, visitproc visit, void *arg);
+
 #if GL_PY_MINOR >= 12
 /* sys.monitoring's version (pyinternal.c): changes whenever the events
  * enabled by sys.settrace, sys.setprofile or sys.monitoring change. */

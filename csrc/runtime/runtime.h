@@ -191,6 +191,11 @@ void gl_p_init(gl_p *p, int64_t slice_ns, int64_t retry_ns,
 int gl_sysmon_attach(gl_p *p);
 /* Stop watching p; once this returns sysmon no longer touches p. */
 void gl_sysmon_detach(gl_p *p);
+/* End sysmon's thread, keeping the attached Ps (their steps go unwatched),
+ * and start it again: around a fork, so that no thread of ours runs at it.
+ * Resume returns GL_OK or GL_ENOMEM (no thread). */
+void gl_sysmon_pause(void);
+int gl_sysmon_resume(void);
 void gl_sysmon_get_stats(gl_sysmon_stats *out);
 
 /* Owner-side marks: a few relaxed/release stores, no lock, no syscall —

@@ -31,9 +31,18 @@
  * preempt callback runs with `mu` held, so gl_sysmon_detach, which takes
  * it, returns only once no callback for that P can be running or come.
  *
- * After fork() only the calling thread exists in the child: the atfork
- * handler forgets the thread and the list, and a P attached in the parent
- * is not watched in the child (its owner's next attach starts a new sysmon).
+ * The thread lives while some P is attached: the detach of the last one
+ * stops it (and waits for it), so a process whose loops have all finished
+ * has no thread of goloop's left.  gl_sysmon_pause and gl_sysmon_resume
+ * stop it and start it again around a fork (the glue calls them from
+ * Python's os.register_at_fork hooks): a thread running at os.fork() makes
+ * CPython (3.12+) warn that forking a multi-threaded process may deadlock
+ * the child, which sysmon, holding no lock the child needs, would make a
+ * false alarm on every fork from a running loop.  (pthread_atfork's parent
+ * handler runs before CPython counts the threads, too early to restart.)
+ * In the child only the forking thread exists: the atfork handler forgets
+ * the list, and a P attached in the parent is not watched there (its
+ * owner's next attach starts a new sysmon).
  */
 #include "runtime.h"
 
@@ -51,8 +60,10 @@
 #define RETRY_FIRST (50 * NS_PER_US)   /* first repeat of a declined request */
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv;              /* CLOCK_MONOTONIC; made by start() */
+static pthread_cond_t cv;              /* CLOCK_MONOTONIC; made by init_once() */
 static bool running;                   /* the thread exists */
+static bool stopping;                  /* asked to end (stop()) */
+static pthread_t thread;               /* valid while running */
 static gl_p *ps;                       /* attached Ps */
 static _Atomic int sleeping;           /* in the sleep-until-woken */
 static gl_sysmon_stats counters;
@@ -182,7 +193,7 @@ static void *sysmon_main(void *unused)
     int64_t delay = DELAY_MIN;
     int idle = 0;
     pthread_mutex_lock(&mu);
-    for (;;) {
+    while (!stopping) {
         int64_t now = gl_nanotime();
         int64_t next_look = NEVER, cap = DELAY_MAX;
         bool busy = false;
@@ -216,7 +227,40 @@ static void *sysmon_main(void *unused)
         sleep_until(until < next_look ? until : next_look);
         counters.wakeups++;
     }
+    pthread_mutex_unlock(&mu);
     return NULL;
+}
+
+/* End the thread and wait for it; `mu` held (released meanwhile). */
+static void stop(void)
+{
+    if (!running)
+        return;
+    stopping = true;
+    atomic_store(&sleeping, 0);
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+    pthread_join(thread, NULL);
+    pthread_mutex_lock(&mu);
+    running = false;
+    stopping = false;
+}
+
+static int start(void);
+
+void gl_sysmon_pause(void)
+{
+    pthread_mutex_lock(&mu);
+    stop();
+    pthread_mutex_unlock(&mu);
+}
+
+int gl_sysmon_resume(void)
+{
+    pthread_mutex_lock(&mu);
+    int err = ps != NULL ? start() : GL_OK;
+    pthread_mutex_unlock(&mu);
+    return err;
 }
 
 static void forget_in_child(void)
@@ -224,35 +268,36 @@ static void forget_in_child(void)
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     mu = fresh;
     running = false;
+    stopping = false;
     for (gl_p *p = ps; p != NULL; p = p->next)
         p->attached = 0;
     ps = NULL;
     atomic_store(&sleeping, 0);
 }
 
-static void register_atfork(void)
+/* Once per process: the condition variable (on CLOCK_MONOTONIC, the
+ * clock of gl_nanotime) and the atfork handler. */
+static void init_once(void)
 {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_atfork(NULL, NULL, forget_in_child);
 }
 
 /* Start the thread if it is not running; `mu` held. */
 static int start(void)
 {
-    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     if (running)
         return GL_OK;
-    pthread_once(&atfork_once, register_atfork);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_once(&once, init_once);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    pthread_t t;
-    int err = pthread_create(&t, &attr, sysmon_main, NULL);
+    int err = pthread_create(&thread, &attr, sysmon_main, NULL);
     pthread_attr_destroy(&attr);
     if (err != 0)
         return GL_ENOMEM;
@@ -291,6 +336,14 @@ void gl_sysmon_detach(gl_p *p)
     }
     p->next = NULL;
     p->attached = 0;
+    if (ps == NULL) {
+        stop();
+        /* A P attached while stop() waited found the thread still running:
+         * it needs a new one.  (If none can be made, its long steps go
+         * unpreempted until the next attach starts one.) */
+        if (ps != NULL)
+            (void)start();
+    }
     pthread_mutex_unlock(&mu);
 }
 

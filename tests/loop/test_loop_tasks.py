@@ -61,7 +61,13 @@ async def _steps_everywhere():
 def test_every_task_step_runs_on_a_goroutine():
     stock, ours = run_both(_steps_everywhere)
     assert stock[0] == ours[0] == [0, 1, 2]
-    assert [s[:2] for s in ours[1]] == [s[:2] for s in stock[1]]
+    # Each task's steps come in the same order on both loops. Across tasks
+    # the order is not compared: the three 1 ms timers may fall due in one
+    # loop iteration or in two, depending on how busy the machine is.
+    def per_task(seen):
+        return {name: [step for n, step, _ in seen if n == name]
+                for name in (0, 1, 2, "main")}
+    assert per_task(ours[1]) == per_task(stock[1])
     assert all(not where for _, _, where in stock[1])
     off = [s for s in ours[1] if not s[2]]
     assert not off, f"steps not on a goroutine: {off}"
@@ -444,7 +450,9 @@ def test_gather_wait_as_completed():
         done, pending = await asyncio.wait(tasks)
         out.append((sorted(t.result() for t in done), len(pending)))
         order = []
-        for f in asyncio.as_completed([item(i, 0.003 * (3 - i)) for i in range(3)]):
+        # 30 ms apart: a debug build on a busy machine can take several ms
+        # between starting the three, and 3 ms apart once reordered them.
+        for f in asyncio.as_completed([item(i, 0.03 * (3 - i)) for i in range(3)]):
             order.append(await f)
         out.append(order)
         return out
