@@ -80,7 +80,7 @@ _apply_env()
 
 from . import _api  # noqa: E402
 from ._api import install, new_event_loop, run  # noqa: E402
-from ._preempt import PreemptionWarning, atomic  # noqa: E402
+from ._preempt import PreemptionWarning, atomic, preemptible_packages  # noqa: E402
 from .loop import EventLoop  # noqa: E402
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "new_event_loop",
     "run",
     "atomic",
+    "preemptible_packages",
     "PreemptionWarning",
     "Goroutine",
     "GoroutineError",

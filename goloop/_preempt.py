@@ -12,25 +12,32 @@ and other tasks, and resumes it in turn.  The machinery is native:
 
 This module holds what is policy rather than mechanism: the options and
 their defaults (time_slice, preempt, GOLOOP_TIME_SLICE), goloop.atomic(),
-which modules are never interrupted, and `running(loop)`, which arms
+which modules are never interrupted, which files are library code (only the
+application's own code is preempted: is_library_file), and `running(loop)`,
+which arms
 preemption for as long as a loop runs — SIGURG handler installed (the
 previous one is still called for SIGURGs goloop did not ask for), sysmon
 attached, and the selector's select() marking when the loop blocks for
 I/O, so that sysmon sleeps meanwhile.
 
 Only the main thread runs Python signal handlers, so only a loop on the
-main thread is preempted; a loop on another thread warns once and runs its
-steps cooperatively, as stock asyncio does.
+main thread is preempted; a loop on another thread runs its steps
+cooperatively, as stock asyncio does, and warns once if preemption was
+asked for (a default loop does not: a test suite run with -W error, or a
+server running a loop per thread, would fail on a warning about a default).
 """
 import asyncio
 import contextlib
 import contextvars
+import dis
 import functools
 import inspect
 import math
 import os
 import signal
+import site
 import sys
+import sysconfig
 import threading
 import warnings
 
@@ -66,6 +73,107 @@ BASE_ONLY = ("asyncio", "goloop")
 # see it half made.  (Threading locks need no list: a step holding one is
 # never preempted, whichever module took it.)
 NEVER_PREEMPT = ("importlib._bootstrap", "importlib._bootstrap_external")
+
+
+# Only the application's own code is preempted, never a library's: a
+# library's coroutine relies on nothing else running between two of its
+# awaits (preempt.c says what broke when that was not so).  Library code is
+# a file of the standard library or of an installed package; an application
+# that is itself installed into site-packages names its top-level packages
+# here, or with preemptible_packages().
+PREEMPTIBLE_PACKAGES_ENV = "GOLOOP_PREEMPTIBLE_PACKAGES"
+
+
+def _library_roots():
+    """The directories library code lives in, each ending with a separator:
+    the standard library and every site- or dist-packages directory of this
+    interpreter and of the one its virtualenv was made from."""
+    roots = set()
+    for scheme_vars in (None, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+        paths = sysconfig.get_paths(vars=scheme_vars)
+        roots.update(paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    if hasattr(site, "getsitepackages"):
+        roots.update(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        roots.add(site.getusersitepackages())
+    # Debian's interpreters import packages from .../dist-packages, which
+    # the schemes above do not all name.
+    roots.update(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))
+    # Longest first: site-packages sits inside the standard library's
+    # directory, and a package's name is what follows the innermost root.
+    return tuple(sorted({os.path.join(os.path.realpath(r), "") for r in roots if r},
+                        key=len, reverse=True))
+
+
+_roots = None
+_preemptible_packages = frozenset(
+    name.strip() for name in os.environ.get(PREEMPTIBLE_PACKAGES_ENV, "").split(",") if name.strip())
+# Every file's answer, by co_filename; preempt.c reads and fills it.
+_library_files = {}
+
+
+def _find_library_roots():
+    """_roots, found once: by running() as a loop starts, rather than inside
+    the SIGURG handler, where the first question would otherwise find them
+    (sysconfig takes a few milliseconds)."""
+    global _roots
+    if _roots is None:
+        _roots = _library_roots()
+    return _roots
+
+
+def is_library_file(filename):
+    """Is the code in filename a library's (not preempted) rather than the
+    application's?  Frozen modules are the standard library's; other
+    pseudo-files (<string>, <stdin>, code made by exec) are the
+    application's."""
+    if filename.startswith("<"):
+        return filename.startswith("<frozen ")
+    path = os.path.realpath(filename)
+    for root in _roots or _find_library_roots():
+        if path.startswith(root):
+            top = path[len(root):].split(os.sep, 1)[0]
+            return os.path.splitext(top)[0] not in _preemptible_packages
+    return False
+
+
+_await_offsets = {}
+
+
+def awaits_at(code, lasti):
+    """Is the instruction at byte offset lasti of code an await (SEND, which
+    await, async for and async with compile to, 3.11+)?  f_lasti may point
+    into the instruction's inline cache entries (3.11, 3.12), so each SEND
+    covers the offsets up to the next instruction.  Asked by preempt.c only
+    for a library's coroutine frame below the innermost one."""
+    offsets = _await_offsets.get(code)
+    if offsets is None:
+        instructions = list(dis.get_instructions(code))
+        ends = [i.offset for i in instructions[1:]] + [len(code.co_code)]
+        offsets = frozenset(
+            offset
+            for instruction, end in zip(instructions, ends) if instruction.opname == "SEND"
+            for offset in range(instruction.offset, end))
+        _await_offsets[code] = offsets
+    return lasti in offsets
+
+
+def preemptible_packages(*names):
+    """Let goloop preempt these installed top-level packages' code as the
+    application's own (an application installed into site-packages, e.g.
+    preemptible_packages("myapp")), besides those named in
+    GOLOOP_PREEMPTIBLE_PACKAGES (comma-separated).  Only for code written
+    for preemption: see README, "What preemption may interrupt".  Returns
+    the packages named so far."""
+    global _preemptible_packages
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"preemptible_packages() takes package names (str), not {type(name).__name__}")
+        if not name.isidentifier():
+            raise ValueError(f"preemptible_packages() takes top-level package names, not {name!r}")
+    _preemptible_packages = _preemptible_packages.union(names)
+    _library_files.clear()
+    return _preemptible_packages
 
 
 class PreemptionWarning(RuntimeWarning):
@@ -211,11 +319,13 @@ def running(loop):
         yield   # (a loop already running here: run_forever raises as usual)
         return
     if threading.current_thread() is not threading.main_thread():
-        _warn_not_main_thread()
+        if getattr(loop, "_preempt_asked", True):
+            _warn_not_main_thread()
         yield
         return
     if loop._time_slice is None:
         loop._time_slice = default_time_slice()
+    _find_library_roots()
     previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
     signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
     # A SIGURG that is not sysmon's goes to the handler found here, unless
@@ -224,8 +334,13 @@ def running(loop):
     # RecursionError.  What was there before ours is not known then, so
     # such a SIGURG gets SIGURG's default: ignored.
     forward = signal.SIG_DFL if previous is _goloop._on_sigurg else previous
+    # The loop's self-pipe socket, which asyncio makes CPython's signal
+    # wakeup fd: sysmon holds its SIGURGs back while it is half full, so that
+    # they never crowd out an application's signal (preempt.c).
+    csock = getattr(loop, "_csock", None)
+    wakeup_fd = csock.fileno() if csock is not None else -1
     try:
-        _goloop._preempt_attach(loop._time_slice, forward, slice_counts_cpu_time())
+        _goloop._preempt_attach(loop._time_slice, forward, slice_counts_cpu_time(), wakeup_fd)
     except BaseException:
         signal.signal(signal.SIGURG, previous)
         raise
@@ -263,7 +378,37 @@ def _task_switchers():
     return enter, leave
 
 
-_goloop._setup_preempt(_inside_atomic, *_task_switchers(), STEP_BASE, BASE_ONLY, NEVER_PREEMPT)
+def _cancelled_idle_task():
+    """A Task of the loop's kind (C when _asyncio is there), cancel()ed
+    before its first step, on a stand-in loop that never runs it: what
+    preempt.c learns the Task's _must_cancel field from."""
+    class IdleLoop:
+        def get_debug(self):
+            return False
+
+        def call_soon(self, callback, *args, context=None):
+            pass
+
+    async def nothing():
+        pass
+
+    coro = nothing()
+    task = asyncio.tasks.Task(coro, loop=IdleLoop())
+    task._log_destroy_pending = False
+    coro.close()
+    task.cancel()
+    return task
+
+
+# Before 3.13, Task.uncancel() leaves _must_cancel set: a cancel() that
+# reaches a task while its step is parked is taken back and given back
+# when the step yields (preempt.c, "a cancellation that came while the
+# step was parked").
+if sys.version_info < (3, 13):
+    _goloop._learn_must_cancel(_cancelled_idle_task())
+
+_goloop._setup_preempt(_inside_atomic, *_task_switchers(), asyncio.current_task, STEP_BASE,
+                       BASE_ONLY, NEVER_PREEMPT, _library_files, is_library_file, awaits_at)
 # No thread of goloop's runs at a fork: CPython 3.12+ would warn that the
 # process is multi-threaded (sysmon.c).  The child starts sysmon afresh with
 # its first loop.

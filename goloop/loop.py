@@ -9,6 +9,7 @@ and datagram transports are asyncio's with their read and write paths in C
 (_transports.py, csrc/loop/transport.c).
 """
 import asyncio
+import os
 import sys
 import threading
 from asyncio import events
@@ -30,11 +31,17 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
     preempt: a step that runs longer than time_slice seconds (default: the
     GOLOOP_TIME_SLICE environment variable, else 0.01) is parked and resumed
     after the loop has run what else is ready; preempt=False never does.
-    goroutines=False runs steps inline on the loop's stack, as stock asyncio
-    does (so without preemption), for comparison.
+    Only a loop on the main thread preempts (CPython runs signal handlers
+    there only); elsewhere steps run cooperatively, as on stock asyncio,
+    with a PreemptionWarning if preemption was asked for (preempt=True,
+    time_slice or GOLOOP_TIME_SLICE).  goroutines=False runs steps inline
+    on the loop's stack, as stock asyncio does (so without preemption), for
+    comparison.
     """
 
-    def __init__(self, selector=None, *, goroutines=True, preempt=True, time_slice=None):
+    def __init__(self, selector=None, *, goroutines=True, preempt=None, time_slice=None):
+        self._preempt_asked = (
+            bool(preempt) or time_slice is not None or bool(os.environ.get(_preempt.TIME_SLICE_ENV)))
         # Checked before the loop exists (see _api.new_event_loop).
         time_slice = (
             _preempt.default_time_slice() if time_slice is None else _preempt.check_time_slice(time_slice)
@@ -51,7 +58,7 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
                 setattr(self, name, getattr(base, name).__get__(self))
         super().__init__(selector)
         self._goroutines = bool(goroutines)
-        self._preempt = bool(preempt)
+        self._preempt = preempt is None or bool(preempt)
         self._time_slice = time_slice
 
     _make_socket_transport = _transports.make_socket_transport

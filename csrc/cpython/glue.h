@@ -66,18 +66,31 @@ typedef struct {
     gl_p p;                          /* the main thread's loop, for sysmon */
     pthread_t p_owner;               /* valid while p.attached */
     _Atomic uint64_t p_request;      /* tick sysmon asked to stop; 0: none */
+    int p_wakeup_fd;                 /* the loop's self-pipe socket, or -1 */
+    int p_wakeup_room;               /*   bytes queued there that hold
+                                        requests back (preempt.c) */
+    _Atomic uint64_t withheld;       /* requests held back for it */
     PyObject *urg_previous;          /* SIGURG handler we stand in front of */
     PyObject *atomic_var;            /* ContextVar: inside goloop.atomic() */
     PyObject *base_codes;            /* code objects steps start from */
     PyObject *base_only;             /* module-name prefixes (tuples of str) */
     PyObject *never_preempt;         /*   see preemptible() in preempt.c */
+    PyObject *library_files;         /* dict: co_filename -> bool, what
+                                        is_library_file() answered */
+    PyObject *is_library_file;       /* _preempt.is_library_file */
+    PyObject *awaits_at;             /* _preempt.awaits_at */
+    PyObject *must_cancel_type;      /* the C Task type, whose _must_cancel */
+    Py_ssize_t must_cancel_offset;   /*   int is at this offset (< 3.13) */
+    int take_back_cancels;           /* preempt.c: cancel() while parked */
     PyObject *enter_task, *leave_task;   /* asyncio.tasks._enter/_leave_task */
+    PyObject *current_task;          /* asyncio.current_task */
     PyObject *str_greenlet;          /* interned "greenlet" */
     Py_ssize_t modules_seen;         /* len(sys.modules) at greenlets.c's last look */
     int greenlet_found;              /* greenlet is (or was) in sys.modules */
     PyTypeObject *lock_tracker_type; /* locks.c */
     int unsafe_locks, unsafe_greenlets;  /* tests' controls: preempt while
-                                            holding locks / do not pin */
+                                            holding locks / do not pin / */
+    int unsafe_libraries;                /*   preempt libraries anywhere */
     uint64_t steps, preemptions, declined, deferred;
     uint64_t held_back;              /* steps that waited for their task's
                                         preempted step (steps.c) */
@@ -123,6 +136,10 @@ struct GoroutineObject {
     PyObject *steps_after;           /* step worker: list of the same task's
                                         later steps, which came due while
                                         this one was preempted (steps.c) */
+    PyObject *cancels_taken;         /* step worker: list of tasks whose
+                                        cancel() came while the step was
+                                        parked, given back when it has
+                                        yielded (preempt.c), or NULL */
     int64_t step_ran_ns;             /* step worker: time its step in flight
                                         has run, over all its stretches */
     Py_ssize_t locks_held;           /* threading locks taken and not yet
@@ -172,6 +189,9 @@ int64_t gl_preempt_step_begin(gl_module_state *st);
 /* Ask again, at the next bytecode boundary, for the preemption of the
  * running step that was declined (locks.c: its last lock released). */
 void gl_preempt_request_again(gl_module_state *st);
+/* A step worker's step has yielded: give back the cancellations that came
+ * while it was parked (w->cancels_taken, not NULL). */
+void gl_preempt_deliver_cancels(GoroutineObject *w);
 /* ... and returns how long the stretch ran (ns). */
 int64_t gl_preempt_step_end(gl_module_state *st, int64_t began);
 /* The monotonic clock (ns), or the hint the last step's end left (see

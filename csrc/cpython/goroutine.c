@@ -467,6 +467,7 @@ goroutine_traverse(GoroutineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->top_frame);
     Py_VISIT(self->step_handle);
     Py_VISIT(self->steps_after);
+    Py_VISIT(self->cancels_taken);
     Py_VISIT(self->greenlets);
     /* A parked goroutine's frames are its own, as a suspended generator's
      * frame is the generator's (pyinternal.c). */
@@ -486,6 +487,7 @@ goroutine_clear(GoroutineObject *self)
     Py_CLEAR(self->top_frame);
     Py_CLEAR(self->step_handle);
     Py_CLEAR(self->steps_after);
+    Py_CLEAR(self->cancels_taken);
     Py_CLEAR(self->greenlets);
     return 0;
 }

@@ -42,7 +42,19 @@
  * never_preempt (the import system, which holds a module's lock while its
  * body runs, and stdlib modules that hold threading locks while calling
  * out: another task on the same thread would re-enter or deadlock on them);
- * not inside goloop.atomic() (a ContextVar); not while the step runs in a
+ * a library's frame (the standard library's or an installed package's
+ * file: _preempt.is_library_file) only where it waits at an await, for a
+ * coroutine above it: never the innermost frame, never a library frame in
+ * the middle of a plain call.  A library is written for a loop that runs
+ * nothing else between two of its awaits — aiohttp's StreamReader checks
+ * its buffer, then sets the waiter its protocol's data_received wakes;
+ * asyncpg writes its startup message, then swaps protocols before the
+ * reply; a pool requeues a connection, then arms its timer; aiohttp calls
+ * create_task(), whose eager first step runs the application's handler,
+ * and then records the task — and an interleaving there loses wake-ups and
+ * data.  At an await it expects others to run: preempting the application's
+ * code above it looks, to the library, like that code having awaited.  Not
+ * inside goloop.atomic() (a ContextVar); not while the step runs in a
  * greenlet other than its thread's main one (greenlet keeps parts of the C
  * stack by address).  sysmon repeats a declined request while the step
  * runs, 50 µs later, then backing off up to the slice (asyncio's own code
@@ -61,6 +73,9 @@
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/sockios.h>
 
 /* ---- the marks around each stretch of a step (called by steps.c) ------- */
 
@@ -128,11 +143,39 @@ gl_preempt_step_end(gl_module_state *st, int64_t began)
 
 /* ---- sysmon's side ----------------------------------------------------- */
 
-/* On sysmon's thread, without the GIL: only an atomic and a signal. */
+/* Is the loop's self-pipe socket — the signal wakeup fd asyncio gives
+ * CPython once it handles a signal — half full?  Every SIGURG makes
+ * CPython's C handler write a byte to it, and while a step runs long
+ * without being preemptible (goloop.atomic(), a library's code, a long C
+ * call) sysmon asks again and again and nothing reads the socket: once it
+ * is full, the byte of a signal the application handles (SIGTERM for
+ * gunicorn or uvicorn) cannot be written and asyncio never runs its
+ * handler.  So sysmon holds its requests back while the socket is half
+ * full, leaving the rest for such signals; the loop empties it at its
+ * next poll.  (SIOCOUTQ on a Unix socket counts the buffer space its
+ * unread bytes take, which is what fills SO_SNDBUF.) */
+static int
+wakeup_fd_crowded(gl_module_state *st)
+{
+#ifdef SIOCOUTQ
+    int queued = 0;
+    return st->p_wakeup_fd >= 0 && ioctl(st->p_wakeup_fd, SIOCOUTQ, &queued) == 0
+           && queued >= st->p_wakeup_room;
+#else
+    (void)st;
+    return 0;
+#endif
+}
+
+/* On sysmon's thread, without the GIL: only atomics, an ioctl and a signal. */
 static void
 request_preemption(gl_p *p, uint64_t tick)
 {
     gl_module_state *st = p->ctx;
+    if (wakeup_fd_crowded(st)) {
+        atomic_fetch_add(&st->withheld, 1);
+        return;   /* sysmon asks again later (a declined request's back-off) */
+    }
     atomic_store(&st->p_request, tick);
     pthread_kill(st->p_owner, SIGURG);
 }
@@ -217,17 +260,73 @@ is_step_base(gl_module_state *st, PyObject *frame)
     return found;
 }
 
+/* Is code a library's — the standard library's or an installed package's
+ * (1) — rather than the application's (0)?  Asked of Python once per file
+ * (_preempt.is_library_file), remembered in st->library_files; an error
+ * counts as a library: when in doubt, do not preempt. */
+static int
+is_library_code(gl_module_state *st, PyCodeObject *code)
+{
+    if (st->library_files == NULL)
+        return 1;
+    PyObject *filename = code->co_filename;
+    PyObject *known = PyDict_GetItemWithError(st->library_files, filename);
+    if (known != NULL)
+        return known == Py_True;
+    if (PyErr_Occurred() || st->is_library_file == NULL)
+        goto failed;
+    PyObject *answer = PyObject_CallOneArg(st->is_library_file, filename);
+    if (answer == NULL)
+        goto failed;
+    int library = PyObject_IsTrue(answer);
+    Py_DECREF(answer);
+    if (library < 0 || PyDict_SetItem(st->library_files, filename,
+                                      library ? Py_True : Py_False) < 0)
+        goto failed;
+    return library;
+failed:
+    PyErr_Clear();
+    return 1;
+}
+
+#define GL_ASYNC_CODE (CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR)
+
+/* May the step stop while this library frame is on its stack?  Only if the
+ * frame is a coroutine's (or an async generator's) waiting at an await for
+ * the frame above it — where the library expects other tasks to run anyway
+ * — not the innermost frame and not a call: a library in the middle of a
+ * plain call (to create_task(), whose eager first step runs above it, or
+ * to an application callback) relies on the call returning before anything
+ * else of the loop runs.  (_preempt.awaits_at decides from the code's
+ * instructions; an error counts as no.) */
+static int
+library_frame_awaits(gl_module_state *st, PyObject *frame, PyCodeObject *code, int innermost)
+{
+    if (innermost || !(code->co_flags & GL_ASYNC_CODE) || st->awaits_at == NULL)
+        return 0;
+    PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)frame));
+    PyObject *answer = lasti ? PyObject_CallFunctionObjArgs(st->awaits_at, (PyObject *)code,
+                                                            lasti, NULL)
+                             : NULL;
+    Py_XDECREF(lasti);
+    int awaits = answer != NULL && PyObject_IsTrue(answer) == 1;
+    Py_XDECREF(answer);
+    PyErr_Clear();
+    return awaits;
+}
+
 /* Every frame above the step's base must be the task's own code: an asyncio
  * or goloop frame there means asyncio is in the middle of something
  * (scheduling a callback, notifying waiters, calling an exception handler,
  * starting an eager task) and its state is consistent only once it returns;
- * a frame of a module in `never_preempt` holds a lock. */
+ * a frame of a module in `never_preempt` holds a lock; a library's frame
+ * must be waiting at an await (see the top of this file). */
 static int
 preemptible(gl_module_state *st, PyObject *frame)
 {
     if (frame == NULL || !PyFrame_Check(frame) || inside_atomic(st))
         return 0;
-    int ok = 0;
+    int ok = 0, innermost = 1;
     Py_INCREF(frame);
     for (;;) {
         if (is_step_base(st, frame)) {
@@ -236,6 +335,13 @@ preemptible(gl_module_state *st, PyObject *frame)
         }
         if (module_in(frame, st->base_only) || module_in(frame, st->never_preempt))
             break;
+        PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)frame);
+        int unsafe = !st->unsafe_libraries && is_library_code(st, code)
+                     && !library_frame_awaits(st, frame, code, innermost);
+        Py_DECREF(code);
+        if (unsafe)
+            break;
+        innermost = 0;
         PyObject *back = (PyObject *)PyFrame_GetBack((PyFrameObject *)frame);
         Py_DECREF(frame);
         frame = back;
@@ -252,13 +358,189 @@ preemptible(gl_module_state *st, PyObject *frame)
 
 /* ---- the SIGURG handler ------------------------------------------------ */
 
+/* The task the step runs: the one current_task() names — an eager task
+ * (3.12+) started inside the step runs its first step there, and is the one
+ * to leave — or, when current_task() does not know it (a pure-Python Task
+ * on 3.14+, entered in the _py_ dict), the handle's own. */
+static PyObject *
+running_task(gl_module_state *st, PyObject *loop, PyObject *handle)
+{
+    PyObject *task = st->current_task
+        ? PyObject_CallOneArg(st->current_task, loop) : NULL;
+    if (task == NULL)
+        PyErr_Clear();
+    else if (task != Py_None)
+        return task;
+    Py_XDECREF(task);
+    return gl_step_task(handle);
+}
+
+/* ---- a cancellation that came while the step was parked --------------- */
+
+/* Task.cancel() on a task whose step is parked finds it running: with no
+ * future to cancel, it sets _must_cancel, which the Task acts on when the
+ * step next yields — even if the canceller took the request back meanwhile
+ * (uncancel(): a TaskGroup or timeout whose block then ended without an
+ * await), on CPython < 3.13, whose uncancel() leaves _must_cancel set; the
+ * task then gets a CancelledError nobody asked for.  (3.13's uncancel()
+ * clears _must_cancel at 0, so there the take-back is off:
+ * st->take_back_cancels is set by _learn_must_cancel, which _preempt.py
+ * calls before 3.13 only.)  On stock asyncio
+ * cancel() never finds a task running there: the task is waiting, and
+ * cancel() cancels what it waits for.  So a cancellation that arrives while
+ * the step is parked is taken off the task when it resumes
+ * (take_cancel_back) and given back when the step has yielded
+ * (gl_preempt_deliver_cancels, from the worker), as cancel() would have
+ * given it then: the future the task waits for is cancelled, or, if there
+ * is none or it is done, _must_cancel is set — unless by then cancelling()
+ * is 0, every request taken back (as 3.13's uncancel() drops it), or the
+ * task is done. */
+
+static int
+task_must_cancel(PyObject *task)
+{
+    PyObject *v = PyObject_GetAttrString(task, "_must_cancel");
+    int r = v ? PyObject_IsTrue(v) : -1;
+    Py_XDECREF(v);
+    return r;
+}
+
+/* Set a Task's _must_cancel.  The pure-Python Task's is an attribute; the C
+ * Task's (3.11, 3.12: an int field, read-only from Python) is written at the
+ * offset learn_must_cancel() found. */
+static int
+set_task_must_cancel(gl_module_state *st, PyObject *task, int value)
+{
+    if (st->must_cancel_type != NULL
+            && PyObject_TypeCheck(task, (PyTypeObject *)st->must_cancel_type)) {
+        *(int *)((char *)task + st->must_cancel_offset) = value != 0;
+        assert(task_must_cancel(task) == (value != 0));
+        return 0;
+    }
+    return PyObject_SetAttrString(task, "_must_cancel", value ? Py_True : Py_False);
+}
+
+/* _learn_must_cancel(task): find where the C Task keeps _must_cancel, from
+ * `task`, a Task of that type just cancel()ed (so the field is 1) that
+ * nothing else uses: the int field that, set to 0, makes the _must_cancel
+ * getter say False — the getter reads that field and nothing else — put
+ * back at once.  From then on the take-back above is on. */
+static PyObject *
+mod_learn_must_cancel(PyObject *module, PyObject *task)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (task_must_cancel(task) != 1) {
+        PyErr_SetString(PyExc_ValueError, "_learn_must_cancel() needs a Task with _must_cancel set");
+        return NULL;
+    }
+    if (PyObject_SetAttrString(task, "_must_cancel", Py_True) == 0) {
+        st->take_back_cancels = 1;   /* the pure-Python Task: an attribute */
+        Py_RETURN_NONE;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return NULL;
+    PyErr_Clear();
+    Py_ssize_t size = Py_TYPE(task)->tp_basicsize;
+    for (Py_ssize_t off = sizeof(PyObject); off + (Py_ssize_t)sizeof(int) <= size;
+         off += sizeof(int)) {
+        int *field = (int *)((char *)task + off);
+        if (*field != 1)
+            continue;
+        *field = 0;
+        int seen = task_must_cancel(task);
+        *field = 1;
+        if (seen == 0 && task_must_cancel(task) == 1) {
+            Py_XSETREF(st->must_cancel_type, Py_NewRef((PyObject *)Py_TYPE(task)));
+            st->must_cancel_offset = off;
+            st->take_back_cancels = 1;
+            Py_RETURN_NONE;
+        }
+        PyErr_Clear();
+    }
+    PyErr_Format(PyExc_RuntimeError, "%.100s keeps _must_cancel in no int field",
+                 Py_TYPE(task)->tp_name);
+    return NULL;
+}
+
+/* Back from a park: a cancel() that came meanwhile is taken off the task
+ * and remembered on the worker (see above). */
+static void
+take_cancel_back(gl_module_state *st, GoroutineObject *w, PyObject *task, int pending_before)
+{
+    if (!st->take_back_cancels || pending_before != 0 || task_must_cancel(task) != 1) {
+        PyErr_Clear();
+        return;
+    }
+    if (w->cancels_taken == NULL && (w->cancels_taken = PyList_New(0)) == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (PyList_Append(w->cancels_taken, task) < 0 || set_task_must_cancel(st, task, 0) < 0)
+        PyErr_WriteUnraisable(task);
+}
+
+static int
+give_cancel_back(gl_module_state *st, PyObject *task)
+{
+    PyObject *r = PyObject_CallMethod(task, "done", NULL);
+    int done = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (done != 0)
+        return done < 0 ? -1 : 0;
+    r = PyObject_CallMethod(task, "cancelling", NULL);
+    long requests = r ? PyLong_AsLong(r) : -1;
+    Py_XDECREF(r);
+    if (requests <= 0)
+        return requests < 0 && PyErr_Occurred() ? -1 : 0;
+    int pending = task_must_cancel(task);
+    if (pending != 0)
+        return pending < 0 ? -1 : 0;   /* asked again since: the Task acts on that */
+    PyObject *waiter = PyObject_GetAttrString(task, "_fut_waiter");
+    if (waiter == NULL)
+        return -1;
+    int cancelled = 0;
+    if (waiter != Py_None) {
+        PyObject *msg = PyObject_GetAttrString(task, "_cancel_message");
+        if (msg == NULL)
+            PyErr_Clear();
+        PyObject *kwargs = msg ? Py_BuildValue("{sO}", "msg", msg) : NULL;
+        PyObject *cancel = PyObject_GetAttrString(waiter, "cancel");
+        PyObject *noargs = PyTuple_New(0);
+        r = cancel && noargs ? PyObject_Call(cancel, noargs, kwargs) : NULL;
+        Py_XDECREF(noargs);
+        Py_XDECREF(cancel);
+        Py_XDECREF(kwargs);
+        Py_XDECREF(msg);
+        cancelled = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(waiter);
+    if (cancelled != 0)
+        return cancelled < 0 ? -1 : 0;
+    return set_task_must_cancel(st, task, 1);
+}
+
+void
+gl_preempt_deliver_cancels(GoroutineObject *w)
+{
+    gl_module_state *st = w->state;
+    PyObject *tasks = w->cancels_taken;
+    w->cancels_taken = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
+        PyObject *task = PyList_GET_ITEM(tasks, i);
+        if (give_cancel_back(st, task) < 0)
+            PyErr_WriteUnraisable(task);
+    }
+    Py_DECREF(tasks);
+}
+
 /* Park the running step worker w until the loop resumes it; returns what
  * the handler returns (None, or NULL when thrown into). */
 static PyObject *
 preempt_step(gl_module_state *st, GoroutineObject *w)
 {
     PyObject *loop = PyObject_GetAttrString(w->step_handle, "_loop");
-    PyObject *task = loop ? gl_step_task(w->step_handle) : NULL;
+    PyObject *task = loop ? running_task(st, loop, w->step_handle) : NULL;
     PyObject *r = task ? PyObject_CallFunctionObjArgs(st->leave_task, loop, task, NULL)
                        : NULL;
     if (r == NULL) {
@@ -271,8 +553,12 @@ preempt_step(gl_module_state *st, GoroutineObject *w)
     }
     Py_DECREF(r);
     st->preemptions++;
+    int pending_before = st->take_back_cancels ? task_must_cancel(task) : 0;
+    PyErr_Clear();
     PyObject *in = gl_goroutine_park(st, st->step_preempted);
     PyObject *thrown = in ? NULL : gl_err_take();
+    if (thrown == NULL)
+        take_cancel_back(st, w, task, pending_before);
     r = PyObject_CallFunctionObjArgs(st->enter_task, loop, task, NULL);
     Py_DECREF(task);
     Py_DECREF(loop);
@@ -333,8 +619,8 @@ mod_preempt_attach(PyObject *module, PyObject *args)
     gl_module_state *st = PyModule_GetState(module);
     double slice;
     PyObject *previous;
-    int cpu = 0;
-    if (!PyArg_ParseTuple(args, "dO|p:_preempt_attach", &slice, &previous, &cpu))
+    int cpu = 0, wakeup_fd = -1;
+    if (!PyArg_ParseTuple(args, "dO|pi:_preempt_attach", &slice, &previous, &cpu, &wakeup_fd))
         return NULL;
     if (!(slice > 0 && slice < 3600)) {
         PyErr_Format(PyExc_ValueError, "time slice out of range: %R", PyTuple_GET_ITEM(args, 0));
@@ -351,6 +637,15 @@ mod_preempt_attach(PyObject *module, PyObject *args)
     }
     st->p_owner = pthread_self();
     atomic_store(&st->p_request, 0);
+    int sndbuf = 0;
+    socklen_t len = sizeof sndbuf;
+    if (wakeup_fd >= 0 && getsockopt(wakeup_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0
+            && sndbuf > 0) {
+        st->p_wakeup_fd = wakeup_fd;
+        st->p_wakeup_room = sndbuf / 2;
+    }
+    else
+        st->p_wakeup_fd = -1;
     Py_XSETREF(st->urg_previous, Py_NewRef(previous));
     if (gl_sysmon_attach(&st->p) != GL_OK) {
         Py_CLEAR(st->urg_previous);
@@ -365,6 +660,7 @@ detach(gl_module_state *st)
 {
     if (st->p.attached)
         gl_sysmon_detach(&st->p);
+    st->p_wakeup_fd = -1;   /* sysmon no longer calls request_preemption */
     atomic_store(&st->p_request, 0);
 }
 
@@ -434,13 +730,14 @@ static PyObject *
 mod_unsafe_preempt(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     gl_module_state *st = PyModule_GetState(module);
-    static char *kwlist[] = {"locks", "greenlets", NULL};
-    int locks = 0, greenlets = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$pp:_unsafe_preempt", kwlist,
-                                     &locks, &greenlets))
+    static char *kwlist[] = {"locks", "greenlets", "libraries", NULL};
+    int locks = 0, greenlets = 0, libraries = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$ppp:_unsafe_preempt", kwlist,
+                                     &locks, &greenlets, &libraries))
         return NULL;
     st->unsafe_locks = locks;
     st->unsafe_greenlets = greenlets;
+    st->unsafe_libraries = libraries;
     Py_RETURN_NONE;
 }
 
@@ -448,10 +745,11 @@ static PyObject *
 mod_setup_preempt(PyObject *module, PyObject *args)
 {
     gl_module_state *st = PyModule_GetState(module);
-    PyObject *var, *enter, *leave, *codes, *top, *below;
-    if (!PyArg_ParseTuple(args, "O!OOO!O!O!:_setup_preempt", &PyContextVar_Type, &var,
-                          &enter, &leave, &PyTuple_Type, &codes, &PyTuple_Type, &top,
-                          &PyTuple_Type, &below))
+    PyObject *var, *enter, *leave, *current, *codes, *top, *below, *files, *classify, *awaits;
+    if (!PyArg_ParseTuple(args, "O!OOOO!O!O!O!OO:_setup_preempt", &PyContextVar_Type, &var,
+                          &enter, &leave, &current, &PyTuple_Type, &codes, &PyTuple_Type,
+                          &top, &PyTuple_Type, &below, &PyDict_Type, &files, &classify,
+                          &awaits))
         return NULL;
     for (int k = 0; k < 2; k++) {
         PyObject *t = k ? below : top;
@@ -470,6 +768,10 @@ mod_setup_preempt(PyObject *module, PyObject *args)
     Py_XSETREF(st->atomic_var, Py_NewRef(var));
     Py_XSETREF(st->enter_task, Py_NewRef(enter));
     Py_XSETREF(st->leave_task, Py_NewRef(leave));
+    Py_XSETREF(st->current_task, Py_NewRef(current));
+    Py_XSETREF(st->library_files, Py_NewRef(files));
+    Py_XSETREF(st->is_library_file, Py_NewRef(classify));
+    Py_XSETREF(st->awaits_at, Py_NewRef(awaits));
     Py_XSETREF(st->base_only, Py_NewRef(top));
     Py_XSETREF(st->never_preempt, Py_NewRef(below));
     Py_RETURN_NONE;
@@ -480,8 +782,9 @@ PyMethodDef gl_preempt_methods[] = {
      "_on_sigurg(signum, frame, /)\n--\n\nThe SIGURG handler while a loop "
      "preempts: parks the running step if sysmon asked and it may be."},
     {"_preempt_attach", mod_preempt_attach, METH_VARARGS,
-     "_preempt_attach(time_slice, previous_handler, cpu_time=False, /)\n--\n\n"
-     "(cpu_time: the slice counts this thread's CPU time, not wall time.)  Let sysmon "
+     "_preempt_attach(time_slice, previous_handler, cpu_time=False, wakeup_fd=-1, /)"
+     "\n--\n\n(cpu_time: the slice counts this thread's CPU time, not wall time; "
+     "wakeup_fd: the loop's self-pipe socket, see wakeup_fd_crowded.)  Let sysmon "
      "watch this (the main) thread's steps."},
     {"_preempt_detach", mod_preempt_detach, METH_NOARGS,
      "_preempt_detach()\n--\n\n"},
@@ -495,12 +798,18 @@ PyMethodDef gl_preempt_methods[] = {
      "_poll_exit()\n--\n\nThe loop is back from waiting for I/O."},
     {"_unsafe_preempt", (PyCFunction)(void (*)(void))mod_unsafe_preempt,
      METH_VARARGS | METH_KEYWORDS,
-     "_unsafe_preempt(*, locks=False, greenlets=False)\n--\n\nFor tests' "
-     "controls only: preempt steps that hold threading locks (locks=True), "
-     "do not keep a task's greenlets on one worker (greenlets=True)."},
+     "_unsafe_preempt(*, locks=False, greenlets=False, libraries=False)\n--\n\nFor "
+     "tests' controls only: preempt steps that hold threading locks (locks=True), "
+     "do not keep a task's greenlets on one worker (greenlets=True), preempt "
+     "libraries' code anywhere (libraries=True)."},
+    {"_learn_must_cancel", mod_learn_must_cancel, METH_O,
+     "_learn_must_cancel(task, /)\n--\n\nFind the C Task's _must_cancel field from a "
+     "cancelled Task nothing else uses (CPython < 3.13; see preempt.c)."},
     {"_setup_preempt", mod_setup_preempt, METH_VARARGS,
-     "_setup_preempt(atomic_var, enter_task, leave_task, base_codes, "
-     "base_only, never_preempt, /)\n--\n\n"},
+     "_setup_preempt(atomic_var, enter_task, leave_task, current_task, base_codes, "
+     "base_only, never_preempt, library_files, is_library_file, awaits_at, /)\n--\n\n"
+     "library_files: a dict is_library_file()'s answers are kept in, by file name; "
+     "awaits_at(code, lasti): is that instruction an await."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -527,6 +836,7 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
             || set_u64(d, "preemptions", st->preemptions) < 0
             || set_u64(d, "preempt_declined", st->declined) < 0
             || set_u64(d, "preempt_deferred", st->deferred) < 0
+            || set_u64(d, "preempt_withheld", atomic_load(&st->withheld)) < 0
             || set_u64(d, "steps_held_back", st->held_back) < 0
             || set_u64(d, "preempt_requests", s.requests) < 0
             || set_u64(d, "sysmon_wakeups", s.wakeups) < 0)
@@ -552,6 +862,11 @@ gl_preempt_traverse(gl_module_state *st, visitproc visit, void *arg)
     Py_VISIT(st->never_preempt);
     Py_VISIT(st->enter_task);
     Py_VISIT(st->leave_task);
+    Py_VISIT(st->current_task);
+    Py_VISIT(st->library_files);
+    Py_VISIT(st->is_library_file);
+    Py_VISIT(st->awaits_at);
+    Py_VISIT(st->must_cancel_type);
     return 0;
 }
 
@@ -566,6 +881,11 @@ gl_preempt_clear(gl_module_state *st)
     Py_CLEAR(st->never_preempt);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);
+    Py_CLEAR(st->current_task);
+    Py_CLEAR(st->library_files);
+    Py_CLEAR(st->is_library_file);
+    Py_CLEAR(st->awaits_at);
+    Py_CLEAR(st->must_cancel_type);
     Py_CLEAR(st->str_greenlet);
 }
 

@@ -123,9 +123,26 @@ is_task(struct gl_core *c, PyObject *obj)
     return PyObject_TypeCheck(obj, c->task_type) || PyObject_TypeCheck(obj, c->py_task_type);
 }
 
+/* Is the function of a bound method of a pure-Python Task its step or its
+ * wakeup (__step, __wakeup), not another method — task.cancel scheduled
+ * with call_soon is a plain callback, which must run while the task's step
+ * is preempted? */
+static int
+is_py_task_step_function(PyObject *func)
+{
+    if (!PyFunction_Check(func))
+        return 0;
+    PyObject *name = ((PyFunctionObject *)func)->func_name;
+    return PyUnicode_Check(name)
+           && (PyUnicode_CompareWithASCIIString(name, "__step") == 0
+               || PyUnicode_CompareWithASCIIString(name, "__wakeup") == 0);
+}
+
 /* Is callback a Task's step or wakeup, as the Task schedules them?  The C
- * Task's are a TaskStepMethWrapper and a builtin method of the task; the
- * pure-Python Task's, bound methods. */
+ * Task's are a TaskStepMethWrapper and the builtin method task_wakeup bound
+ * to the task; the pure-Python Task's, the bound methods __step and
+ * __wakeup.  Any other method of a task (its cancel, say) is a plain
+ * callback. */
 static int
 is_task_step(struct gl_core *c, PyObject *cb)
 {
@@ -136,10 +153,12 @@ is_task_step(struct gl_core *c, PyObject *cb)
         return 0;   /* the common plain callback: decided at once */
     if (PyCFunction_Check(cb)) {
         PyObject *owner = PyCFunction_GET_SELF(cb);
-        return owner != NULL && is_task(c, owner);
+        return owner != NULL && is_task(c, owner)
+               && strcmp(((PyCFunctionObject *)cb)->m_ml->ml_name, "task_wakeup") == 0;
     }
     if (PyMethod_Check(cb))
-        return is_task(c, PyMethod_GET_SELF(cb));
+        return is_task(c, PyMethod_GET_SELF(cb))
+               && is_py_task_step_function(PyMethod_GET_FUNCTION(cb));
     if (c->step_wrapper_type != NULL)
         return 0;
     const char *name = strrchr(tp->tp_name, '.');   /* "_asyncio.TaskStepMethWrapper" */

@@ -73,6 +73,8 @@ step_worker(PyObject *module, PyObject *unused)
     while (handle != NULL) {
         int ok = gl_handle_run(st->core, handle, 1);
         Py_DECREF(handle);
+        if (self->cancels_taken != NULL)
+            gl_preempt_deliver_cancels(self);
         if (ok < 0)
             return NULL;
         /* A step preempted and then collected was unwound by GoroutineExit,

@@ -71,11 +71,71 @@ def new_loop(kind):
     raise ValueError(kind)
 
 
+class HighWater:
+    """How many of something are open at once, and the most there were: a
+    context manager around each one's life (`with counter: ...`)."""
+
+    def __init__(self):
+        self.now = self.most = 0
+
+    def __enter__(self):
+        self.now += 1
+        self.most = max(self.most, self.now)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.now -= 1
+        return False
+
+
+async def light_requests_beside_hog(light_request, concurrency=4):
+    """Keep `concurrency` tasks making light requests, each `await
+    light_request(n)` (n: which task), while one task burns the CPU for
+    HOG_SECONDS without awaiting.  Returns (every request's latency, how
+    many were answered while the hog burned, the hog's rounds).  Each whole
+    request is timed, however many round trips it makes: an untimed one
+    straddling the hog would let a loop that does not preempt pass."""
+    latencies, during_hog = [], []
+    hog = None
+
+    async def light(n):
+        while hog is None or not hog.done():
+            hog_running = hog is not None
+            started = time.perf_counter()
+            await light_request(n)
+            latencies.append(time.perf_counter() - started)
+            if hog_running and not hog.done():
+                during_hog.append(latencies[-1])
+
+    async def burn():
+        return burn_cpu()
+
+    lights = [asyncio.create_task(light(n)) for n in range(concurrency)]
+    # The light tasks are waiting for answers when the hog starts.
+    await asyncio.sleep(0.05)
+    hog = asyncio.create_task(burn())
+    rounds = await hog
+    await asyncio.gather(*lights)
+    return latencies, len(during_hog), rounds
+
+
 def run(kind, main, *args):
     """Run main(*args) (a coroutine function) on a new loop of `kind`, as
     asyncio.run() does; its result."""
     with asyncio.Runner(loop_factory=lambda: new_loop(kind)) as runner:
         return runner.run(main(*args))
+
+
+def run_bounded(kind, main, *args, timeout=30):
+    """run(kind, main, *args), but a hang (a missed wakeup waits forever)
+    fails with TimeoutError after `timeout` seconds (every exchange of the
+    application tests takes a few seconds at most) instead of stopping the
+    suite."""
+    async def bounded():
+        async with asyncio.timeout(timeout):
+            return await main(*args)
+
+    return run(kind, bounded)
 
 
 def free_port():

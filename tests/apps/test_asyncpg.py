@@ -9,21 +9,18 @@ assertions (`loop_kind`); the latency test (`hog_kind`) runs short queries
 beside a task that burns the CPU and must see them answered quickly, which
 stock asyncio cannot do (its variant is a strict expected failure).
 
-asyncpg's default sslmode ("prefer") first sends SSLRequest with a temporary
-protocol, then in one step calls the real protocol's connection_made() (which
-writes the startup message) and transport.set_protocol().  On goloop a
-preemption between those two lets the loop hand the server's reply to the
-temporary protocol, which drops it, and connect() hangs until its timeout
-(about one concurrent connect in seven on a busy 2-core machine).
-test_connect_survives_a_preemption_during_the_protocol_swap shows it
-deterministically (a strict expected failure on goloop); the other tests
-connect with sslmode=disable (`plain_dsn`) so that they test what they are
-about.  Likewise the pool's release, which puts a connection back in the
-queue and then arms its inactivity timer in the same step: preempted in
-between, the woken waiter acquires, uses and releases that connection,
-arming the timer first, and the first release raises InternalClientError
-(test_pool_release_survives_a_preemption_after_requeueing); the other pool
-tests turn the timer off (`open_pool`).
+Two steps of asyncpg's are not atomic by accident but by design, and a
+preemption inside either breaks it: with the default sslmode ("prefer") a
+connect sends SSLRequest with a temporary protocol, then in one step calls
+the real protocol's connection_made() (which writes the startup message)
+and transport.set_protocol() — a reply delivered in between goes to the
+temporary protocol, which drops it, and connect() hangs; and the pool's
+release puts a connection back in the queue and then arms its inactivity
+timer — a woken waiter run in between acquires, uses and releases that
+connection first, and the first release raises InternalClientError.  goloop
+preempts only the application's own code (preempt.c), never a library's
+coroutine; the two tests at the end make those steps outlast the slice and
+check that nothing breaks.  Every other test uses asyncpg's defaults.
 
 The database is shared with concurrent runs (other CPython versions, other
 sessions): every table and channel name carries this process's id and a
@@ -39,7 +36,7 @@ import types
 
 import pytest
 
-from apps_helpers import GOLOOP, STOCK, burn_cpu, expect_light_latency, run
+from apps_helpers import GOLOOP, STOCK, expect_light_latency, light_requests_beside_hog, run
 
 asyncpg = pytest.importorskip("asyncpg")
 import asyncpg.pool  # noqa: E402  (after the importorskip)
@@ -54,18 +51,6 @@ _serial = itertools.count()
 def unique_name(prefix):
     """A table/channel name no concurrent run uses."""
     return f"goloop_{prefix}_{os.getpid()}_{next(_serial)}"
-
-
-def plain_dsn(dsn):
-    """`dsn` without asyncpg's SSLRequest round (sslmode=disable): no
-    protocol swap, so no exposure to the goloop bug described above."""
-    return dsn + ("&" if "?" in dsn else "?") + "sslmode=disable"
-
-
-def open_pool(dsn, **options):
-    """asyncpg.create_pool(...) over `plain_dsn`, with the inactivity timer
-    off: see the module docstring for the goloop bug both avoid."""
-    return asyncpg.create_pool(plain_dsn(dsn), max_inactive_connection_lifetime=0, **options)
 
 
 class scratch_table:
@@ -88,7 +73,7 @@ def test_pool_serves_many_concurrent_queries(loop_kind, postgres_dsn):
     one its own query asked for, and the pool really grew past its minimum
     and stayed within its maximum."""
     async def main():
-        async with open_pool(postgres_dsn, min_size=2, max_size=10) as pool:
+        async with asyncpg.create_pool(postgres_dsn, min_size=2, max_size=10) as pool:
             async def query(i):
                 # The short sleep keeps connections busy so that the tasks
                 # overlap and the pool has to hand out more than min_size.
@@ -112,8 +97,8 @@ def test_transactions_commit_roll_back_and_nest(loop_kind, postgres_dsn):
     raises is rolled back, and a failing savepoint inside a transaction
     undoes only its own rows."""
     async def main():
-        conn = await asyncpg.connect(plain_dsn(postgres_dsn))
-        other = await asyncpg.connect(plain_dsn(postgres_dsn))
+        conn = await asyncpg.connect(postgres_dsn)
+        other = await asyncpg.connect(postgres_dsn)
         try:
             async with scratch_table(conn, "v text PRIMARY KEY") as t:
                 async with conn.transaction():
@@ -156,7 +141,7 @@ def test_prepared_statements_copy_and_large_fetch(loop_kind, postgres_dsn):
     records = [(i, f"row {i}", i * 0.5) for i in range(n)]
 
     async def main():
-        conn = await asyncpg.connect(plain_dsn(postgres_dsn))
+        conn = await asyncpg.connect(postgres_dsn)
         try:
             async with scratch_table(conn, "id int PRIMARY KEY, label text, half float8") as t:
                 status = await conn.copy_records_to_table(
@@ -196,8 +181,8 @@ def test_listen_notify_delivers_in_order(loop_kind, postgres_dsn):
     count = 100
 
     async def main():
-        listener = await asyncpg.connect(plain_dsn(postgres_dsn))
-        sender = await asyncpg.connect(plain_dsn(postgres_dsn))
+        listener = await asyncpg.connect(postgres_dsn)
+        sender = await asyncpg.connect(postgres_dsn)
         channel = unique_name("chan")
         received = asyncio.Queue()
         try:
@@ -265,8 +250,8 @@ def test_cancelled_query_stops_on_the_server(loop_kind, postgres_dsn, cancel, ra
     exception; the server really stopped it (the same backend answers a new
     query at once and pg_stat_activity no longer shows the sleep running)."""
     async def main():
-        conn = await asyncpg.connect(plain_dsn(postgres_dsn))
-        observer = await asyncpg.connect(plain_dsn(postgres_dsn))
+        conn = await asyncpg.connect(postgres_dsn)
+        observer = await asyncpg.connect(postgres_dsn)
         try:
             pid = conn.get_server_pid()
             started = time.monotonic()
@@ -296,29 +281,11 @@ def test_short_queries_answered_beside_a_cpu_hog(hog_kind, postgres_dsn):
     """While one task burns the CPU for 2 s without awaiting, four tasks keep
     making short queries over a pool; each round trip must stay short."""
     async def main():
-        async with open_pool(postgres_dsn, min_size=4, max_size=4) as pool:
-            latencies, during_hog = [], []
-            hog = None
+        async with asyncpg.create_pool(postgres_dsn, min_size=4, max_size=4) as pool:
+            async def light_request(n):
+                assert await pool.fetchval("SELECT $1::int + 1", 41) == 42
 
-            async def light():
-                while hog is None or not hog.done():
-                    hog_running = hog is not None
-                    started = time.perf_counter()
-                    assert await pool.fetchval("SELECT $1::int + 1", 41) == 42
-                    latencies.append(time.perf_counter() - started)
-                    if hog_running and not hog.done():
-                        during_hog.append(latencies[-1])
-
-            async def burn():
-                return burn_cpu()
-
-            lights = [asyncio.create_task(light()) for _ in range(4)]
-            # The light tasks are waiting for answers when the hog starts.
-            await asyncio.sleep(0.05)
-            hog = asyncio.create_task(burn())
-            rounds = await hog
-            await asyncio.gather(*lights)
-            return latencies, len(during_hog), rounds
+            return await light_requests_beside_hog(light_request)
 
     latencies, answered_during_hog, rounds = run(hog_kind, main)
     expect_light_latency(latencies, "short query")
@@ -339,18 +306,11 @@ class _StartupThenWork(asyncpg.protocol.Protocol):
             pass
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(GOLOOP, marks=pytest.mark.xfail(
-        strict=True, raises=TimeoutError,
-        reason="goloop bug: a step preempted between asyncpg's connection_made() "
-        "(startup message written) and transport.set_protocol() lets the loop "
-        "deliver the server's reply to the SSLRequest protocol, which drops it; "
-        "connect() hangs (sslmode=prefer, asyncpg's default)")),
-    STOCK,
-])
+@pytest.mark.parametrize("kind", [GOLOOP, STOCK])
 def test_connect_survives_a_preemption_during_the_protocol_swap(kind, postgres_dsn, monkeypatch):
-    """connect() with the default sslmode, the protocol swap step made long:
-    the connection must still come up and answer."""
+    """connect() with the default sslmode, the protocol swap step made long
+    (as a busy machine now and then makes it): the connection must still
+    come up and answer."""
     monkeypatch.setattr(asyncpg.connect_utils, "protocol",
                         types.SimpleNamespace(Protocol=_StartupThenWork))
 
@@ -364,16 +324,7 @@ def test_connect_survives_a_preemption_during_the_protocol_swap(kind, postgres_d
     assert run(kind, main) == 42
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(GOLOOP, marks=pytest.mark.xfail(
-        strict=True, raises=asyncpg.InternalClientError,
-        reason="goloop bug: a pool release step preempted between "
-        "PoolConnectionHolder._release() (connection requeued, waiter woken) and "
-        "_setup_inactive_callback() lets the waiter acquire and release the "
-        "connection first; the resumed release raises 'pool connection "
-        "inactivity timer already exists'")),
-    STOCK,
-])
+@pytest.mark.parametrize("kind", [GOLOOP, STOCK])
 def test_pool_release_survives_a_preemption_after_requeueing(kind, postgres_dsn, monkeypatch):
     """Two tasks share a pool of one connection; the first release goes on
     computing for 50 ms right after requeueing the connection.  Both must
@@ -392,8 +343,7 @@ def test_pool_release_survives_a_preemption_after_requeueing(kind, postgres_dsn,
     monkeypatch.setattr(asyncpg.pool.PoolConnectionHolder, "_release", requeue_then_work)
 
     async def main():
-        # The inactivity timer on (asyncpg's default), unlike open_pool's.
-        async with asyncpg.create_pool(plain_dsn(postgres_dsn), min_size=1, max_size=1) as pool:
+        async with asyncpg.create_pool(postgres_dsn, min_size=1, max_size=1) as pool:
             async def use(n):
                 async with pool.acquire() as conn:
                     return await conn.fetchval("SELECT $1::int", n)

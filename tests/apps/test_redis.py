@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from apps_helpers import burn_cpu, expect_light_latency, run
+from apps_helpers import expect_light_latency, light_requests_beside_hog, run
 
 aioredis = pytest.importorskip("redis.asyncio")
 from redis.exceptions import WatchError  # noqa: E402  (after the importorskip)
@@ -267,29 +267,11 @@ def test_short_commands_answered_beside_a_cpu_hog(hog_kind, redis_url):
     making short commands over a pool; each round trip must stay short."""
     async def main():
         async with client_and_prefix(redis_url, max_connections=8) as (r, p):
-            latencies, during_hog = [], []
-            hog = None
+            async def light_request(n):
+                count = await r.incr(f"{p}light{n}")
+                assert int(await r.get(f"{p}light{n}")) >= count
 
-            async def light(n):
-                while hog is None or not hog.done():
-                    hog_running = hog is not None
-                    started = time.perf_counter()
-                    count = await r.incr(f"{p}light{n}")
-                    latencies.append(time.perf_counter() - started)
-                    assert int(await r.get(f"{p}light{n}")) >= count
-                    if hog_running and not hog.done():
-                        during_hog.append(latencies[-1])
-
-            async def burn():
-                return burn_cpu()
-
-            lights = [asyncio.create_task(light(n)) for n in range(4)]
-            # The light tasks are waiting for answers when the hog starts.
-            await asyncio.sleep(0.05)
-            hog = asyncio.create_task(burn())
-            rounds = await hog
-            await asyncio.gather(*lights)
-            return latencies, len(during_hog), rounds
+            return await light_requests_beside_hog(light_request)
 
     latencies, answered_during_hog, rounds = run(hog_kind, main)
     expect_light_latency(latencies, "short command")

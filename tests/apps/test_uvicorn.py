@@ -11,8 +11,7 @@ uvloop, which is installed).  Each server is a child process
 with one of its websocket implementations: httptools with websockets'
 sans-I/O protocol, h11 with wsproto.  The clients run in this process on a
 loop of the same kind, httpx's AsyncClient and the websockets client, on
-goloop's loop without preemption (`run_client`: httpx is not
-preemption-safe, see the end of the file).
+goloop's loop preempted at 1 ms too (`run_client`).
 
 - the requests, and the lifespan, run on the loop asked for (goloop's
   EventLoop, or asyncio's selector loop, whose server never imports goloop);
@@ -30,8 +29,8 @@ preemption-safe, see the end of the file).
 - latency: a request burning the CPU for HOG_SECONDS, and while it runs,
   light requests timed one after another: goloop preempts the hog and
   answers them in about a slice, stock asyncio makes them wait (`hog_kind`'s
-  strict xfail); the hog's own answer shows goloop's preemption count grew.
-  httptools only: uvicorn's h11 protocol is not preemption-safe (below);
+  strict xfail); the hog's own answer shows goloop's preemption count grew;
+  over httptools and over h11;
 - hypercorn (goloop only): it has no loop option of its own (its worker
   classes are asyncio, uvloop and trio), so it runs on goloop either
   programmatically, `hypercorn.asyncio.serve` under `goloop.run`, or
@@ -40,15 +39,17 @@ preemption-safe, see the end of the file).
   not inherit goloop); a few requests, then SIGTERM: exit status 0 and the
   lifespan shut down.
 
-Last, goloop bugs this stack runs into, as strict expected failures on
-goloop: code between two awaits is not atomic on goloop once a step has
-run past its slice — and with the slice in wall time, a step that is
-merely descheduled on a loaded machine gets there too.  Libraries assume
-otherwise: anyio's TaskGroup (Starlette's StreamingResponse, httpx's
-connect) registers a task it created on the next line, and uvicorn's h11
-protocol finishes a response's h11 state after writing its body.  Each
-test widens that window to many slices so that it fails every time on
-goloop, never on asyncio.
+Last, the atomicity libraries rely on: code between two awaits of a
+library's is not interrupted on asyncio, and anyio's TaskGroup (Starlette's
+StreamingResponse, httpx's connect) registers a task it created on the next
+line, while uvicorn's h11 protocol finishes a response's h11 state after
+writing its body.  goloop used to preempt there (with the slice in wall
+time, a step merely descheduled on a loaded machine got there too) and
+broke both; it now preempts a library only at an await
+(csrc/cpython/preempt.c).  Each test widens that window to many slices.
+The one strict expected failure left on goloop is the application's own
+code: a task it creates may start before its creator's preempted step goes
+on (test_a_new_task_waits_for_its_creator_to_yield).
 """
 import asyncio
 import contextlib
@@ -156,15 +157,13 @@ def served(request, tmp_path_factory):
 
 def run_client(kind, main, *args):
     """Run the client coroutine main(*args) on a loop of `kind`: stock
-    asyncio's, or goloop's without preemption.  The servers are what these
-    tests preempt; httpx's stack is not preemption-safe (anyio's TaskGroup
-    registers a task only after create_task(), httpcore's pool updates its
-    lists between awaits with a no-op "lock"), so a client preempted at 1 ms
-    fails now and then on a loaded machine (in one of two rounds of 100
-    requests here, at a load average of 7): the anyio tests at the end of
-    this file pin down why."""
+    asyncio's, or goloop's preempted at 1 ms.  (httpx's stack relies on its
+    code between awaits running at once — anyio's TaskGroup registers a
+    task only after create_task(), httpcore's pool updates its lists with a
+    no-op "lock" — which goloop keeps, preempting libraries only at an
+    await; the anyio tests at the end of this file pin that down.)"""
     if kind == GOLOOP:
-        factory = lambda: goloop.new_event_loop(preempt=False)   # noqa: E731
+        factory = lambda: goloop.new_event_loop(time_slice=0.001)   # noqa: E731
     else:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
@@ -352,11 +351,10 @@ def test_uvicorn_run_with_a_goloop_loop_factory(tmp_path):
 
 # --- latency beside a CPU-heavy request ---------------------------------------
 
-def test_light_requests_are_answered_beside_a_cpu_heavy_one(hog_kind, tmp_path):
-    # httptools only: with h11, a light response step that a loaded machine
-    # gets preempted can break uvicorn's h11 state (see the h11 test below).
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_light_requests_are_answered_beside_a_cpu_heavy_one(hog_kind, http, tmp_path):
     marker = str(tmp_path / "hog-started")
-    with serving(uvicorn_server(hog_kind, "httptools", tmp_path / "events")) as server:
+    with serving(uvicorn_server(hog_kind, http, tmp_path / "events")) as server:
         async def main():
             async with client(base_url(server)) as hog_client, client(base_url(server)) as light_client:
                 before = await get_json(light_client, "/loop")     # also opens its connection
@@ -436,20 +434,22 @@ def test_hypercorn_cli_under_python_m_goloop(tmp_path):
     assert read_events(events) == [("startup", pid, loop), ("shutdown", pid, loop)], server.output
 
 
-# --- goloop bugs this stack runs into (strict xfails on goloop) ---------------
+# --- the atomicity between awaits this stack relies on -----------------------
 
 GOLOOP_RUNS_A_TASK_BEFORE_ITS_CREATOR_YIELDS = pytest.mark.xfail(
     strict=True,
-    reason="goloop bug: a task created by a step that is then preempted starts (and may "
-    "finish) before its creator's step goes on; on asyncio a new task waits until its "
-    "creator yields, and anyio's TaskGroup relies on that")
+    reason="goloop's documented semantics for the application's own code: a task created by "
+    "a step that is then preempted may start (and finish) before its creator's step goes "
+    "on; on asyncio it waits until its creator yields.  (A library's code is preempted only "
+    "at an await, so anyio's TaskGroup, which relies on it, is safe: the test below.)")
 
 
 @pytest.mark.parametrize("kind", [pytest.param(GOLOOP, marks=GOLOOP_RUNS_A_TASK_BEFORE_ITS_CREATOR_YIELDS),
                                   STOCK])
 def test_a_new_task_waits_for_its_creator_to_yield(kind):
-    """The asyncio invariant at the root of the anyio failures below: a step
-    that creates a task and then computes past its slice."""
+    """The asyncio invariant at the root of the anyio failures goloop had: a
+    step that creates a task and then computes past its slice — here in the
+    application's own code, which goloop preempts."""
     async def main():
         started = []
 
@@ -505,8 +505,7 @@ else:
 """
 
 
-@pytest.mark.parametrize("kind", [pytest.param(GOLOOP, marks=GOLOOP_RUNS_A_TASK_BEFORE_ITS_CREATOR_YIELDS),
-                                  STOCK])
+@pytest.mark.parametrize("kind", [GOLOOP, STOCK])
 def test_anyio_task_group_survives_a_preempted_spawn(kind):
     """anyio's TaskGroup (Starlette's StreamingResponse, httpx's connect)
     when its creator is preempted right after create_task(): on goloop the
@@ -571,11 +570,7 @@ def get_then_close(port, path="/hello"):
         return lines[0], body
 
 
-@pytest.mark.parametrize("kind", [pytest.param(GOLOOP, marks=pytest.mark.xfail(
-    strict=True,
-    reason="goloop bug: a response step preempted between writing its body and h11's "
-    "EndOfMessage lets connection_lost() run in between; h11 goes to ERROR and the "
-    "step fails with LocalProtocolError")), STOCK])
+@pytest.mark.parametrize("kind", [GOLOOP, STOCK])
 def test_h11_response_survives_the_client_closing_after_the_body(kind):
     """A client that closes as soon as it has the whole body (Content-Length)
     while uvicorn's h11 protocol is still between writing that body and

@@ -68,7 +68,6 @@ preemptions through a function it is given.
 import asyncio
 import collections
 import dataclasses
-import sys
 import time
 import traceback
 
@@ -86,16 +85,6 @@ LONG_SECTION_US = (1500, 3000)   # the one long critical section every program h
 # burst's thread: a stall of the whole process (seen once: a 0.2 s wall-time
 # wait ended without a preemption) does not use it up.
 PREEMPTION_WAIT_LIMIT = 0.2
-# CPython < 3.13: Task.uncancel() leaves a cancel() that came while the task
-# was running pending.  On a preempting loop a TaskGroup's child can fail
-# while the task owning the group is preempted in the group's body, so that
-# the group cancels a RUNNING task; if every child is done by the time that
-# task reaches the group's exit, the exit does not await, uncancels, and the
-# cancellation stays pending: the task gets a stray CancelledError at its
-# next await, after the group.  Stock asyncio never cancels a running task
-# there.  test_fuzzed_schedules.py reproduces it (strict xfail); the
-# programs generated for these versions avoid it (FailingGroup.parent_waits).
-STRAY_CANCEL = sys.version_info < (3, 13)
 
 
 # -- The program model --------------------------------------------------------------
@@ -367,7 +356,7 @@ def _draw_top_op(draw, plan, kind, depth):
         siblings = draw(st.integers(1, 3))
         return FailingGroup(tuple(_draw_local_ops(draw, plan, True, True, depth + 1, most=2)
                                   for _ in range(siblings)),
-                            parent_waits=STRAY_CANCEL or draw(st.booleans()))
+                            parent_waits=draw(st.booleans()))
     if kind == "generous" and depth == 0:
         return GenerousTimeout(_draw_ops(draw, plan, depth + 1, 1, 3))
     return None

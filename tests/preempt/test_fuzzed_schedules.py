@@ -29,8 +29,7 @@ milliseconds).  test_checks_catch_a_lock_that_preemption_breaks shows that
 the checks fail when a primitive is broken in a way only preemption exposes.
 
 What the fuzzing found is kept at the end of the file as two minimal
-reproducers, strict xfails where the bug is (CPython < 3.13); the generated
-programs avoid that one pattern there (schedule_programs.STRAY_CANCEL).
+reproducers (of a bug on CPython < 3.13, fixed in goloop/preempt.c).
 
 Reproducible in CI: hypothesis is derandomized (the examples are a function
 of the test's code) and keeps no example database (no .hypothesis
@@ -53,8 +52,9 @@ import pytest
 from hypothesis import configuration, given, seed, settings
 from hypothesis import strategies as st
 
-from preempt_helpers import GOLOOP, STOCK, expect_preempted, perf, preemptions, run_counting
-from schedule_programs import (STRAY_CANCEL, Boom, Burn, LockSection, Program, ProgramRun, Yield,
+from preempt_helpers import (GOLOOP, STOCK, expect_preempted, expect_preemptions, perf, preemptions,
+                             run_counting)
+from schedule_programs import (Boom, Burn, LockSection, Program, ProgramRun, Yield,
                                programs)
 
 EXAMPLES = int(os.environ.get("GOLOOP_FUZZ_EXAMPLES", "300"))
@@ -174,26 +174,21 @@ def test_checks_catch_a_lock_that_preemption_breaks(slice_us):
 
 # -- What the fuzzing found -------------------------------------------------------
 #
-# The minimal forms of the programs hypothesis shrank a failure to (see
-# schedule_programs.STRAY_CANCEL): a TaskGroup's child fails, or a timeout
-# expires, while the task owning the block is preempted inside it, and the
-# block then ends without an await.  The block cancelled a RUNNING task, and
-# its exit's uncancel() leaves that cancellation pending on CPython < 3.13:
-# the task gets a CancelledError at its next await, after the block.  On
-# stock asyncio neither can cancel a running task there.
+# The minimal forms of the programs hypothesis shrank a failure to: a
+# TaskGroup's child fails, or a timeout expires, while the task owning the
+# block is preempted inside it, and the block then ends without an await.
+# The block cancels a RUNNING task, and on CPython < 3.13 its exit's
+# uncancel() used to leave that cancellation pending: the task got a
+# CancelledError at its next await, after the block.  On stock asyncio
+# neither can cancel a running task there.  goloop now takes such a cancel()
+# back while the step is parked and gives it back when the step yields
+# (csrc/cpython/preempt.c), unless it was uncancelled meanwhile.
 
 
 class StrayCancellation(Exception):
     """A task got a CancelledError nobody asked for."""
 
 
-STRAY_CANCEL_BUG = pytest.mark.xfail(
-    STRAY_CANCEL,
-    raises=StrayCancellation,
-    strict=True,
-    reason="goloop bug on CPython < 3.13: a TaskGroup or timeout that cancels a task while it is "
-           "preempted leaves it a stray CancelledError when the block ends without an await",
-)
 SPIN_LIMIT = 5.0
 
 
@@ -213,7 +208,6 @@ async def expect_no_stray_cancellation():
         raise StrayCancellation("CancelledError at the first await after the block") from None
 
 
-@STRAY_CANCEL_BUG
 def test_taskgroup_failing_while_its_owner_is_preempted_leaves_no_cancellation():
     async def main():
         owner = asyncio.current_task()
@@ -236,7 +230,6 @@ def test_taskgroup_failing_while_its_owner_is_preempted_leaves_no_cancellation()
     run_counting(GOLOOP, main, time_slice=SMALL_SLICE_US / 1e6)
 
 
-@STRAY_CANCEL_BUG
 def test_timeout_expiring_while_its_owner_is_preempted_leaves_no_cancellation():
     async def main():
         owner = asyncio.current_task()
@@ -247,3 +240,28 @@ def test_timeout_expiring_while_its_owner_is_preempted_leaves_no_cancellation():
         await expect_no_stray_cancellation()
 
     run_counting(GOLOOP, main, time_slice=SMALL_SLICE_US / 1e6)
+
+
+@pytest.mark.parametrize("next_await", ["sleep", "yield"])
+def test_a_cancel_arriving_while_preempted_is_delivered_at_the_next_await(next_await):
+    """The other side of the fix above: a cancel() that reaches a preempted
+    task and is not taken back must still land, at the task's next await
+    (the future it waits for cancelled, or, after a bare yield, its next
+    step), with its message, and count in cancelling()."""
+    async def main():
+        owner = asyncio.current_task()
+        asyncio.get_running_loop().call_soon(owner.cancel, "stop")
+        spin_until(owner.cancelling)        # preempted: the cancel() lands here
+        try:
+            if next_await == "sleep":
+                await asyncio.sleep(5)
+            else:
+                await asyncio.sleep(0)
+                await asyncio.sleep(5)
+        except asyncio.CancelledError as cancelled:
+            return "cancelled", cancelled.args, owner.cancelling()
+        return "not cancelled", (), owner.cancelling()
+
+    result, preemptions = run_counting(GOLOOP, main, time_slice=SMALL_SLICE_US / 1e6)
+    assert result == ("cancelled", ("stop",), 1)
+    expect_preemptions(preemptions, 1)

@@ -19,6 +19,7 @@ import asyncio
 import os
 import signal
 import sys
+import sysconfig
 import threading
 import time
 import types
@@ -443,6 +444,123 @@ def test_frames_of_asyncio_and_the_import_system_are_not_preempted(tmp_path, mon
     assert ticks == 0 and d["preempt_declined"] >= 3
 
 
+# What a library's code looks like to goloop: a file of an installed
+# package (goloop._preempt.is_library_file).  The file need not exist.
+LIBRARY_FILE = os.path.join(sysconfig.get_paths()["purelib"], "goloop_test_lib", "mod.py")
+APPLICATION_FILE = os.path.join(os.path.dirname(__file__), "goloop_test_app.py")
+
+# The shapes of code a step can be in, as a library and as the application
+# would write them: `step(mark, app)` is called in the step (app: the
+# application's coroutine function and callback, below).
+SHAPES = """
+import asyncio
+
+def sync_burn(mark, app):
+    unprotected(mark)
+
+async def coroutine_burn(mark, app):
+    unprotected(mark)
+
+async def awaits_application(mark, app):
+    await app.coroutine(mark)
+
+async def calls_application_back(mark, app):
+    app.callback(mark)
+
+async def starts_eager_task(mark, app):
+    task = asyncio.Task(app.coroutine(mark), loop=asyncio.get_running_loop(), eager_start=True)
+    await task
+"""
+
+
+def compiled_as(filename):
+    namespace = {"__name__": "goloop_test_shapes", "unprotected": unprotected}
+    exec(compile(SHAPES, filename, "exec"), namespace)
+    return types.SimpleNamespace(**namespace)
+
+
+async def _application_coroutine(mark):
+    unprotected(mark)
+
+
+APPLICATION = types.SimpleNamespace(coroutine=_application_coroutine, callback=unprotected)
+
+
+def _ticks_in_shape(filename, shape):
+    step = getattr(compiled_as(filename), shape)
+    return _ticks_during(lambda mark: step(mark, APPLICATION))
+
+
+@pytest.mark.parametrize("shape, preempted", [
+    ("sync_burn", False),               # the innermost frame a library's
+    ("coroutine_burn", False),          # a library's coroutine between awaits
+    ("awaits_application", True),       # at an await: the application's code above it
+    ("calls_application_back", False),  # in the middle of a call (a loads= callback)
+    pytest.param("starts_eager_task", False, marks=pytest.mark.skipif(
+        sys.version_info < (3, 12), reason="eager tasks are new in 3.12")),
+])
+def test_a_librarys_code_is_preempted_only_where_it_awaits(shape, preempted):
+    """Libraries rely on nothing else running between two of their awaits
+    (aiohttp's StreamReader, asyncpg's protocol swap, anyio's task
+    registration); goloop preempts a step only while every library frame
+    in it waits at an await.  Each shape as the application's own code is
+    preempted: the control."""
+    assert _ticks_in_shape(APPLICATION_FILE, shape)[0] >= 5
+    ticks, d = _ticks_in_shape(LIBRARY_FILE, shape)
+    if preempted:
+        assert ticks >= 5
+    else:
+        assert ticks == 0 and d["preempt_declined"] >= 3
+
+
+def test_preemptible_packages_lets_an_installed_application_be_preempted(monkeypatch):
+    monkeypatch.setattr(goloop._preempt, "_preemptible_packages", frozenset())
+    monkeypatch.setattr(goloop._preempt, "_library_files", goloop._preempt._library_files)
+    try:
+        assert _ticks_in_shape(LIBRARY_FILE, "coroutine_burn")[0] == 0
+        assert "goloop_test_lib" in goloop.preemptible_packages("goloop_test_lib")
+        assert _ticks_in_shape(LIBRARY_FILE, "coroutine_burn")[0] >= 5
+    finally:
+        goloop._preempt._preemptible_packages = frozenset()
+        goloop._preempt._library_files.clear()
+    with pytest.raises(TypeError, match="package names"):
+        goloop.preemptible_packages(b"x")
+    with pytest.raises(ValueError, match="top-level package names"):
+        goloop.preemptible_packages("a.b")
+
+
+def test_library_files_are_the_standard_library_and_installed_packages():
+    is_library = goloop._preempt.is_library_file
+    assert is_library(asyncio.__file__) and is_library(os.__file__)
+    assert is_library(pytest.__file__)                  # site-packages
+    assert is_library(LIBRARY_FILE)
+    assert not is_library(__file__) and not is_library(APPLICATION_FILE)
+    assert is_library("<frozen runpy>")
+    assert not is_library("<string>") and not is_library("<stdin>")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+def test_an_eager_tasks_first_step_is_preempted_like_any_step():
+    """The application's eager task: its first step runs inside
+    create_task(), and current_task() is that task, which is the one to
+    leave while the step is parked."""
+    seen = []
+
+    async def eager(mark):
+        seen.append(asyncio.current_task())
+        unprotected(mark)
+        seen.append(asyncio.current_task())
+
+    async def start(mark):
+        task = asyncio.Task(eager(mark), loop=asyncio.get_running_loop(), eager_start=True)
+        await task
+        return task
+
+    ticks, d = _ticks_during(start)
+    assert ticks >= 5 and d["preemptions"] >= 5
+    assert len(seen) == 2 and seen[0] is seen[1] is not None
+
+
 def test_a_step_inside_a_child_greenlet_is_not_preempted():
     greenlet = pytest.importorskip("greenlet")
     ticks, d = _ticks_during(lambda mark: greenlet.greenlet(lambda: unprotected(mark)).switch())
@@ -478,21 +596,26 @@ def test_time_slice_environment_variable(run_python):
     assert r.returncode != 0 and "GOLOOP_TIME_SLICE='fast' is not a duration" in r.stderr
 
 
-def test_loop_off_the_main_thread_warns_once_and_runs_cooperatively():
+def test_loop_off_the_main_thread_runs_cooperatively_and_warns_once_if_asked_to_preempt():
     goloop._preempt._warned_thread = False
     out = {}
 
     def in_thread():
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            out["first"] = _ticks_during(unprotected)[0]
-            out["second"] = _ticks_during(unprotected)[0]
+            out["default"] = _ticks_during(unprotected)[0]
+            out["default warnings"] = [x for x in w if issubclass(x.category, goloop.PreemptionWarning)]
+            out["first"] = _ticks_during(unprotected, time_slice=0.005)[0]
+            out["second"] = _ticks_during(unprotected, preempt=True)[0]
         out["warnings"] = [x for x in w if issubclass(x.category, goloop.PreemptionWarning)]
 
     t = threading.Thread(target=in_thread)
     t.start()
     t.join()
-    assert out["first"] == 0 and out["second"] == 0
+    assert out["default"] == out["first"] == out["second"] == 0
+    # A default loop says nothing (a suite run with -W error would fail on
+    # it); one that asked for preemption warns, once.
+    assert out["default warnings"] == []
     assert len(out["warnings"]) == 1
     assert "main thread" in str(out["warnings"][0].message)
 

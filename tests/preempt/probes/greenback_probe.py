@@ -20,7 +20,7 @@ import goloop
 from probe_common import burn, start
 
 SLICE = float(sys.argv[1])
-start(30, greenlets=True)
+start(30, greenlets=True, libraries=True)
 
 
 async def hog(stop):

@@ -14,8 +14,9 @@ which dumps every thread's stack and exits with status 1.
 
 KIND: Lock, RLock, Condition, Semaphore, BoundedSemaphore, logging (a
 logging.Handler whose emit() computes: the handler's own RLock, made by
-the logging module).  --unsafe turns goloop's lock counting off: the
-control that shows the probe catches what it is meant to.
+the logging module).  --unsafe turns goloop's lock counting off, and its
+rule that a library's code (logging's, here) is preempted only at an
+await: the control that shows the probe catches what it is meant to.
 """
 import json
 import logging
@@ -58,7 +59,7 @@ made_before = make_lock()      # before goloop is imported
 import asyncio  # noqa: E402
 import goloop  # noqa: E402
 
-start(30, locks=True)
+start(30, locks=True, libraries=True)
 
 
 def guarded(lock, style):

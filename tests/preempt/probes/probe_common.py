@@ -16,7 +16,11 @@ def start(default_timeout, **unsafe):
     """Arm faulthandler to dump every thread and exit on a hang (after
     PROBE_TIMEOUT seconds, else default_timeout); with --unsafe on the
     command line, turn off the protections named in `unsafe` (see
-    goloop._goloop._unsafe_preempt): the probe's control run."""
+    goloop._goloop._unsafe_preempt): the probe's control run.  The controls
+    also name libraries=True: the probes' locks and greenlets sit in
+    library code (logging, greenlet, SQLAlchemy), which goloop would not
+    interrupt anyway, and the control must show the protection under test
+    is what keeps them safe."""
     faulthandler.dump_traceback_later(float(os.environ.get("PROBE_TIMEOUT", default_timeout)), exit=True)
     import goloop   # (here: lock_probe makes a lock before goloop is imported)
 

@@ -26,7 +26,7 @@ from probe_common import burn, start
 
 DIR, SLICE = sys.argv[1], float(sys.argv[2])
 TASKS, TXNS = int(os.environ.get("PROBE_TASKS", 12)), 5
-start(90, greenlets=True)
+start(90, greenlets=True, libraries=True)
 
 
 class Base(DeclarativeBase):
