@@ -75,6 +75,13 @@ import unittest
 # test next to this file or in the current directory.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
+# tests/suite_runner.py (what this shares with tests/aiohttp_suite's plugin),
+# from tests/ put last on sys.path for the import only.
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(_TESTS)
+import suite_runner  # noqa: E402
+
+sys.path.remove(_TESTS)
 
 PACKAGE = "test.test_asyncio"
 STOCK_LOOP_CALL = "asyncio.SelectorEventLoop("
@@ -185,18 +192,9 @@ class Recorder(unittest.TestResult):
 
 
 def install_goloop():
-    """Make asyncio create goloop loops; count them and the goroutine steps."""
-    import asyncio
-
-    import goloop
-
-    original_init = goloop.EventLoop.__init__
-
-    def counting_init(self, *args, **kwargs):
-        _counters["goloop_loops"] += 1
-        original_init(self, *args, **kwargs)
-
-    goloop.EventLoop.__init__ = counting_init
+    """Make asyncio create goloop loops (suite_runner.install_goloop); count
+    them and the goroutine steps."""
+    goloop = suite_runner.install_goloop(_counters)
 
     # Task steps on goroutines: count them where goloop hands a step to a
     # worker goroutine, if this goloop still has that seam (diagnostics only;
@@ -221,17 +219,6 @@ def install_goloop():
 
     GoloopTestLoop.__name__ = GoloopTestLoop.__qualname__ = "TestLoop"
     test_utils.TestLoop = GoloopTestLoop
-
-    policy = goloop._api.EventLoopPolicy
-    if sys.version_info >= (3, 14):
-        # asyncio.DefaultEventLoopPolicy is a deprecated alias (a module
-        # __getattr__ that warns, which tests check) of this private name,
-        # which asyncio itself instantiates.
-        asyncio.unix_events._DefaultEventLoopPolicy = policy
-        asyncio.events._set_event_loop_policy(policy())
-    else:
-        asyncio.DefaultEventLoopPolicy = policy
-        asyncio.set_event_loop_policy(policy())
     return goloop
 
 
@@ -383,20 +370,16 @@ def _read_ids(path):
 
 def probe_goloop(goloop):
     """asyncio.run() here must give a goloop loop running task steps on
-    goroutines; returns a description, raises if not."""
+    goroutines; returns a description, exits if not."""
     import asyncio
 
-    async def probe():
-        await asyncio.sleep(0)          # a wakeup step, not only the first
-        return type(asyncio.get_running_loop()), goloop.current()
-
-    loop_type, goroutine = asyncio.run(probe())
-    if not issubclass(loop_type, goloop.EventLoop) or goroutine is None:
-        raise SystemExit(f"conformance driver: asyncio.run() ran on {loop_type} "
-                         f"with goloop.current() = {goroutine!r}: goloop is not in use")
+    try:
+        probe = suite_runner.probe_goloop(goloop, "asyncio.run")
+    except RuntimeError as e:
+        raise SystemExit(f"conformance driver: {e}") from None
     set_policy = getattr(asyncio.events, "_set_event_loop_policy", asyncio.set_event_loop_policy)
     set_policy(goloop._api.EventLoopPolicy())
-    return f"asyncio.run() -> {loop_type.__module__}.{loop_type.__qualname__}, steps on {goroutine!r}"
+    return probe
 
 
 def main(argv=None):

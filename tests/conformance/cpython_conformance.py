@@ -21,18 +21,23 @@ except entries whose reason starts with "races under preemption:", tests that
 depend on two steps not interleaving and so may pass or fail.  A
 difference that disappears when the test is run again alone on goloop is
 reported as flaky, not failed -- unless it was a crash or a hang.
+
+What this shares with tests/aiohttp_suite (the child process groups, the
+expected-differences file, the report) is in tests/suite_runner.py.
 """
-import concurrent.futures
 import json
 import os
-import re
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.dirname(HERE) not in sys.path:     # tests/, for the shared module
+    sys.path.append(os.path.dirname(HERE))
+import suite_runner as sr  # noqa: E402
+
 DRIVER = os.path.join(HERE, "conformance_driver.py")
 EXPECTED_FILE = os.path.join(HERE, "expected_differences.txt")
 
@@ -46,7 +51,6 @@ MIN_GOLOOP_LOOPS = 400
 MIN_TESTS_ON_GOLOOP = 700
 
 PREEMPT_TIME_SLICE = "1ms"
-MAY_PASS = "races under preemption:"
 
 
 class Variants:
@@ -89,12 +93,6 @@ def child_env(python):
     return env
 
 
-def python_version(python):
-    out = subprocess.run([python, "-P", "-c", "import sys; print(sys.version.split()[0])"],
-                         capture_output=True, text=True, timeout=60)
-    return out.stdout.strip()
-
-
 def has_test_asyncio(python):
     """None if `python` has test.test_asyncio, else why not."""
     code = "import importlib.util as u, sys; sys.exit(u.find_spec('test.test_asyncio') is None)"
@@ -105,23 +103,15 @@ def has_test_asyncio(python):
     return None
 
 
-class LoopRun:
-    """The outcome of one loop's run: {test id: record}, counters, notes."""
+class LoopRun(sr.LoopRunBase):
+    """The outcome of one loop's run: {test id: record}, counters, notes
+    (crashes, hangs, restarts, deadline)."""
 
     def __init__(self, loop):
-        self.loop = loop
-        self.records = {}
+        super().__init__(loop)
         self.variants = {}
         self.counters = {}
-        self.probe = None
         self.complete = False
-        self.notes = []         # crashes, hangs, restarts, deadline
-        self.seconds = 0.0
-        self.stderr_tail = ""
-
-    def outcome(self, tid):
-        r = self.records.get(tid)
-        return r["outcome"] if r else "missing"
 
     def counts(self):
         c = {"passed": 0, "failed": 0, "skipped": 0, "xfail": 0}
@@ -136,9 +126,6 @@ class LoopRun:
             else:
                 c["failed"] += 1
         return c
-
-    def tests_on_goloop(self):
-        return sum(1 for r in self.records.values() if r.get("goloop_loops"))
 
 
 def _read_jsonl(path, variants=None, selection=None):
@@ -176,15 +163,6 @@ def _read_ids(path):
         return set()
 
 
-def _tail(path, limit=6000):
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return ""
-    return text[-limit:]
-
-
 def run_loop(loop, python, workdir, patterns=(), per_test_timeout=90.0,
              deadline_seconds=900.0, only=None, max_restarts=15, tag=None):
     """Run the selection on one loop ("goloop" or "stock") in child
@@ -210,19 +188,11 @@ def run_loop(loop, python, workdir, patterns=(), per_test_timeout=90.0,
     t0 = time.monotonic()
     deadline = t0 + deadline_seconds
     for attempt in range(max_restarts + 1):
-        stdout_path = os.path.join(workdir, f"{tag}.{attempt}.stdout")
-        stderr_path = os.path.join(workdir, f"{tag}.{attempt}.stderr")
-        with open(stdout_path, "w") as so, open(stderr_path, "w") as se:
-            proc = subprocess.Popen(argv, stdout=so, stderr=se, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                rc = None
+        logs = os.path.join(workdir, f"{tag}.{attempt}")
+        rc = sr.run_child(argv, logs, deadline - time.monotonic(), env)
         selection = []
         records, starts, done = _read_jsonl(out, selection=selection)
-        run.stderr_tail = _tail(stderr_path)
+        run.stderr_tail = sr.tail(logs + ".stderr")
         if done is not None:
             run.complete = True
             run.counters = done.get("counters", {})
@@ -275,73 +245,22 @@ def _append(path, record):
         f.write(json.dumps(record) + "\n")
 
 
-def _kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-# ---------------------------------------------------------------- expected differences
-
-def load_expected(path=EXPECTED_FILE):
-    """[(test id, versions or None for all, reason, line number)].
-
-    Each line: `test id | versions | reason`, versions being `all` or a
-    comma-separated list of major.minor versions; a line starting with #
-    is a comment."""
-    entries = []
-    if not os.path.exists(path):
-        return entries
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = [p.strip() for p in line.split("|")]
-            if len(parts) != 3 or not parts[0] or not parts[2]:
-                raise ValueError(f"{path}:{n}: expected `test id | versions | reason`, got {line!r}")
-            versions = None if parts[1] in ("", "all") else {v.strip() for v in parts[1].split(",")}
-            entries.append((parts[0], versions, parts[2], n))
-    return entries
-
-
-def expected_for(version, path=EXPECTED_FILE):
-    """{goloop-run test id: reason} that apply to Python `version` (3.12.1)."""
-    mm = ".".join(version.split(".")[:2])
-    return {tid: reason for tid, versions, reason, _ in load_expected(path)
-            if versions is None or mm in versions}
-
-
 # ---------------------------------------------------------------- comparison
 
-def summary_line(detail):
-    """The exception line of a traceback (or the first line of a note)."""
-    lines = [ln for ln in (detail or "").strip().splitlines() if ln.strip()]
-    for ln in lines:        # a hang or crash: faulthandler's headline
-        if ln.startswith(("Timeout (", "Fatal Python error")):
-            return ln.strip()[:300]
-    for ln in reversed(lines):
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Failure)\b", ln) \
-                or ln.startswith("AssertionError"):
-            return ln.strip()[:300]
-    return (lines[-1].strip() if lines else "")[:300]
+class Comparison(sr.ComparisonBase):
+    """Test ids are the goloop run's (a variant class's, where there is
+    one); flaky entries are (id, goloop outcome, outcome when run again)."""
 
+    title = "test.test_asyncio on goloop vs the stock loop"
+    table_head = ("loop", "passed", "failed", "skipped", "xfail", "tests", "seconds",
+                  "goloop loops", "tests on goloop", "steps on goroutines", "preemptions")
+    flaky_means = "passed when run again"
+    unexpected_head = "Passed on stock but not on goloop, not in expected_differences.txt"
+    flaky_head = "Failed on goloop but passed when run again alone"
 
-class Comparison:
     def __init__(self, version, goloop, stock, expected, filtered):
-        self.version = version
-        self.goloop = goloop
-        self.stock = stock
-        self.expected = expected
-        self.filtered = filtered
+        super().__init__(version, goloop, stock, expected, filtered)
         self.variants = Variants(goloop.variants or stock.variants)
-        self.unexpected = []        # [(goloop id, stock outcome, goloop outcome)]
-        self.expected_seen = []     # [(goloop id, reason, goloop outcome)]
-        self.flaky = []             # [(goloop id, goloop outcome, rerun outcome)]
-        self.stale = []             # [(goloop id, why)]
-        self.problems = []          # run-level problems (incomplete run, no goloop)
         self._compare()
 
     def _compare(self):
@@ -353,7 +272,7 @@ class Comparison:
             if g in PASSED:
                 continue
             if gid in self.expected:
-                self.expected_seen.append((gid, self.expected[gid], g))
+                self.expected_seen.append((gid, rec["outcome"], g, self.expected[gid]))
             else:
                 self.unexpected.append((gid, rec["outcome"], g))
         stock_ids = {self.variants.goloop_id(s) for s in self.stock.records}
@@ -367,7 +286,7 @@ class Comparison:
             g = self.goloop.outcome(gid)
             if s not in PASSED:
                 self.stale.append((gid, f"listed, but it does not pass on stock ({s})"))
-            elif g in PASSED and not reason.startswith(MAY_PASS):
+            elif g in PASSED and not reason.startswith(sr.MAY_PASS):
                 self.stale.append((gid, "listed, but it passes on goloop: remove it from "
                                         "expected_differences.txt"))
         for run in (self.goloop, self.stock):
@@ -403,75 +322,24 @@ class Comparison:
                 still.append((gid, s, g))
         self.unexpected = still
 
-    @property
-    def ok(self):
-        return not (self.unexpected or self.stale or self.problems)
+    def table_row(self, run):
+        c = run.counts()
+        is_g = run.loop == "goloop"
+        steps = run.counters.get("goroutine_steps") if is_g else None
+        preempted = (run.counters.get("goloop_stats") or {}).get("preemptions", "?")
+        return (run.loop, c["passed"], c["failed"], c["skipped"], c["xfail"],
+                len(run.records), f"{run.seconds:.0f}",
+                run.counters.get("goloop_loops", "?") if is_g else "-",
+                run.tests_on_goloop() if is_g else "-",
+                ("n/a" if steps is None else steps) if is_g else "-",
+                preempted if is_g else "-")
 
-    def table(self):
-        rows = [("loop", "passed", "failed", "skipped", "xfail", "tests", "seconds",
-                 "goloop loops", "tests on goloop", "steps on goroutines", "preemptions")]
-        for run in (self.goloop, self.stock):
-            c = run.counts()
-            is_g = run.loop == "goloop"
-            steps = run.counters.get("goroutine_steps") if is_g else None
-            preempted = (run.counters.get("goloop_stats") or {}).get("preemptions", "?")
-            rows.append((run.loop, c["passed"], c["failed"], c["skipped"], c["xfail"],
-                         len(run.records), f"{run.seconds:.0f}",
-                         run.counters.get("goloop_loops", "?") if is_g else "-",
-                         run.tests_on_goloop() if is_g else "-",
-                         ("n/a" if steps is None else steps) if is_g else "-",
-                         preempted if is_g else "-"))
-        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-        lines = [f"CPython {self.version}: test.test_asyncio on goloop vs the stock loop"
-                 + (" (filtered with -k)" if self.filtered else "")]
-        for r in rows:
-            lines.append("  " + "  ".join(str(v).rjust(w) if i else str(v).ljust(w)
-                                          for i, (v, w) in enumerate(zip(r, widths))))
-        lines.append(f"  differences: {len(self.unexpected)} unexpected, "
-                     f"{len(self.expected_seen)} expected (expected_differences.txt), "
-                     f"{len(self.flaky)} flaky (passed when run again)")
-        if self.goloop.probe:
-            lines.append(f"  goloop probe: {self.goloop.probe}")
-        return "\n".join(lines)
+    def why(self, gid, s, g):
+        return sr.summary_line((self.goloop.records.get(gid) or {}).get("detail"))
 
-    def report(self):
-        out = [self.table()]
-        for p in self.problems:
-            out.append(f"PROBLEM: {p}")
-        if self.unexpected:
-            out.append(f"\nPassed on stock but not on goloop ({len(self.unexpected)}), "
-                       "not in expected_differences.txt:")
-            for gid, s, g in self.unexpected:
-                rec = self.goloop.records.get(gid, {})
-                out.append(f"  {gid}: stock {s}, goloop {g}: {summary_line(rec.get('detail'))}")
-        if self.stale:
-            out.append(f"\nexpected_differences.txt entries that no longer hold ({len(self.stale)}):")
-            for gid, why in self.stale:
-                out.append(f"  {gid}: {why}")
-        if self.flaky:
-            out.append(f"\nFailed on goloop but passed when run again alone ({len(self.flaky)}):")
-            for gid, g, r in self.flaky:
-                rec = self.goloop.records.get(gid, {})
-                out.append(f"  {gid}: {g}, then {r}: {summary_line(rec.get('detail'))}")
-        if self.expected_seen:
-            out.append(f"\nExpected differences seen ({len(self.expected_seen)}):")
-            for gid, reason, g in self.expected_seen:
-                out.append(f"  {gid}: goloop {g} -- {reason}")
-        for run in (self.goloop, self.stock):
-            if run.complete:        # else the notes are in the problems above
-                for n in run.notes:
-                    out.append(f"note ({run.loop}): {n}")
-        return "\n".join(out)
-
-    def details(self, limit=4000):
-        """Tracebacks of the unexpected differences."""
-        out = []
-        for gid, s, g in self.unexpected:
-            d = (self.goloop.records.get(gid) or {}).get("detail") or "(no detail)"
-            if len(d) > limit:
-                d = "[...]\n" + d[-limit:]
-            out.append(f"---- {gid} (goloop {g})\n{d}")
-        return "\n".join(out)
+    def flaky_line(self, entry):
+        gid, g, r = entry
+        return f"{gid}: {g}, then {r}: {self.why(gid, None, g)}"
 
 
 def run_conformance(python=None, patterns=(), jobs=2, per_test_timeout=90.0,
@@ -480,18 +348,17 @@ def run_conformance(python=None, patterns=(), jobs=2, per_test_timeout=90.0,
     """Run the selection on `loops` with `python` (default: this interpreter);
     returns (version, {loop: LoopRun}, Comparison or None)."""
     python = python or sys.executable
-    version = python_version(python)
+    version = sr.python_version(python)
     own_tmp = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix=f"goloop-conformance-{version}-")
     log(f"conformance: CPython {version} ({python}), loops {', '.join(loops)}, "
         f"{jobs} at a time, work files in {workdir}")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {loop: pool.submit(run_loop, loop, python, workdir, patterns,
-                                     per_test_timeout, deadline_seconds) for loop in loops}
-        runs = {loop: f.result() for loop, f in futures.items()}
+    runs = sr.run_loops(loops, lambda loop: run_loop(loop, python, workdir, patterns,
+                                                     per_test_timeout, deadline_seconds),
+                        at_once=jobs)
     comparison = None
     if "goloop" in runs and "stock" in runs:
-        expected = expected_for(version, expected_path)
+        expected = sr.expected_for(version, expected_path)
         comparison = Comparison(version, runs["goloop"], runs["stock"], expected,
                                 filtered=bool(patterns))
         if comparison.unexpected and runs["goloop"].complete:
@@ -502,24 +369,5 @@ def run_conformance(python=None, patterns=(), jobs=2, per_test_timeout=90.0,
             comparison.recheck(rerun)
     if own_tmp and (comparison.ok if comparison is not None
                     else all(r.complete for r in runs.values())):
-        _rmtree(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
     return version, runs, comparison
-
-
-def _rmtree(path):
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def write_report(version, text, root):
-    """Write `text` to <root>/.venvs/reports/conformance-<major.minor>.txt if
-    that directory exists; returns the path or None."""
-    reports = os.path.join(root, ".venvs", "reports")
-    if not os.path.isdir(reports):
-        return None
-    mm = ".".join(version.split(".")[:2])
-    path = os.path.join(reports, f"conformance-{mm}.txt")
-    with open(path, "w") as f:
-        f.write(text + "\n")
-    return path

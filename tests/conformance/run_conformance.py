@@ -15,19 +15,16 @@ pass on stock but not on goloop.  Exit status 1 when the comparison fails
 (what the pytest test, test_cpython_asyncio_conformance.py, asserts), 2 when
 a run did not finish.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cpython_conformance as cc  # noqa: E402
+import cpython_conformance as cc  # noqa: E402  (it puts tests/ on sys.path)
+import suite_runner as sr  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1])
+    ap = sr.argument_parser(__doc__)
     ap.add_argument("--loop", choices=("goloop", "stock", "both"), default="both")
     ap.add_argument("-k", dest="patterns", action="append", default=[],
                     help="only tests whose id contains / matches PATTERN (repeatable)")
@@ -64,7 +61,7 @@ def main(argv=None):
         if comparison is not None:
             print(comparison.report())
             if args.details and comparison.details():
-                print("\nTracebacks on goloop:\n" + comparison.details())
+                print("\nTracebacks:\n" + comparison.details())
             summaries.append(comparison.table())
             if not comparison.ok:
                 status = max(status, 2 if comparison.problems else 1)
@@ -83,7 +80,7 @@ def main(argv=None):
                 failed = [(t, r) for t, r in sorted(run.records.items())
                           if r["outcome"] in cc.FAILED]
                 for t, r in failed:
-                    print(f"  {r['outcome']}: {t}: {cc.summary_line(r.get('detail'))}")
+                    print(f"  {r['outcome']}: {t}: {sr.summary_line(r.get('detail'))}")
                 for n in run.notes:
                     print(f"  note: {n}")
                 if not run.complete:

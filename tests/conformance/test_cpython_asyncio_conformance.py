@@ -25,16 +25,12 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:      # pytest's prepend import mode has put it there already
     sys.path.insert(0, HERE)
-import cpython_conformance as cc  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cpython_conformance as cc  # noqa: E402  (it puts tests/ on sys.path)
+import suite_runner as sr  # noqa: E402
 
 
 def test_expected_differences_file_parses():
-    for tid, versions, reason, n in cc.load_expected():
-        assert tid.startswith("test.test_asyncio."), f"line {n}: {tid!r} is not a test id"
-        for v in versions or ():
-            assert v in ("3.11", "3.12", "3.13", "3.14", "3.15"), f"line {n}: unknown Python version {v!r}"
+    sr.check_expected_file(cc.EXPECTED_FILE, "test.test_asyncio.")
 
 
 def test_cpython_asyncio_conformance():
@@ -49,12 +45,4 @@ def test_cpython_asyncio_conformance():
         per_test_timeout=float(os.environ.get("GOLOOP_CONFORMANCE_TEST_TIMEOUT", "90")),
         deadline_seconds=float(os.environ.get("GOLOOP_CONFORMANCE_DEADLINE", "900")),
     )
-    report = comparison.report()
-    details = comparison.details()
-    print("\n" + report)
-    path = cc.write_report(version, report + ("\n\n" + details if details else ""), ROOT)
-    if path:
-        print(f"(written to {path})")
-    if not comparison.ok:
-        pytest.fail(report + ("\n\nTracebacks on goloop:\n" + details if details else ""),
-                    pytrace=False)
+    sr.conclude(comparison, "conformance", version)
