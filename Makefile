@@ -20,6 +20,16 @@
 #                   manylinux tag, the wheel installed and run in a fresh venv with no
 #                   compiler on PATH, the sdist built in another; all in a temporary
 #                   directory, for PYTHON (make package PYTHON=python3.13)
+# make sanitize     the native parts' suites (tests/runtime, tests/test_*.py, tests/loop)
+#                   on an extension built with clang's ASan + UBSan (scripts/sanitize.sh;
+#                   ~2-8 min, with the build); SANITIZE_ARGS replaces the pytest arguments
+# make memcheck     the C runtime's tests under valgrind memcheck (scripts/memcheck.sh;
+#                   ~3-7 min)
+# make aiohttp-suite  aiohttp's own test suite (pinned sdist) on goloop and on stock
+#                   asyncio, compared with tests/aiohttp_suite/expected_differences.txt
+#                   (~25 min quiet); the README test command runs a quick subset
+# make soak         1M task lifecycles with preemption and 100k connections opened and
+#                   closed, checking that RSS and the fd count stay flat (scripts/soak.py)
 # They run in a virtualenv of their own, .venvs/bench, with goloop and the bench
 # extra pip-installed (made again when the sources change).  PYTHON picks the
 # interpreter (make bench PYTHON=python3.13); BENCH_ARGS adds options
@@ -69,3 +79,17 @@ stress:
 .PHONY: package
 package:
 	scripts/check-package.sh $(PYTHON)
+
+SANITIZE_ARGS ?=
+.PHONY: sanitize memcheck aiohttp-suite soak
+sanitize:
+	scripts/sanitize.sh $(PYTHON) $(SANITIZE_ARGS)
+
+memcheck:
+	scripts/memcheck.sh $(PYTHON)
+
+aiohttp-suite:
+	$(PYTHON) tests/aiohttp_suite/run_aiohttp_suite.py
+
+soak: $(VENV)/installed
+	$(VENV)/bin/python scripts/soak.py $(SOAK_ARGS)

@@ -21,6 +21,11 @@ HTTP = "HTTP keep-alive x50"
 TLS = "echo streams TLS 1 KiB x10"
 CONNECT = "connect Protocol 1 KiB x10"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# scripts/sanitize.sh: under ASan, on a loaded machine, the scaled-down
+# measuring window (a fraction of a second) can close before the slowed-down
+# clients start a request in it, and a figure reads 0.  There the runs still
+# have to succeed; whether each figure is positive is not checked.
+SANITIZED = os.environ.get("GOLOOP_SANITIZED") == "1"
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:41597/
@@ -49,7 +54,8 @@ def run_workloads(run_benchmarks, tmp_path, names, metrics=("requests_per_s", "s
         assert f"| {name} |" in r.stdout
         for loop in ("asyncio", "goloop"):
             for metric in metrics:
-                assert figures[name, loop, metric] > 0
+                assert (name, loop, metric) in figures
+                assert SANITIZED or figures[name, loop, metric] > 0
 
 
 def test_echo_workloads(run_benchmarks, tmp_path):

@@ -202,8 +202,10 @@ gl_timers_list(gl_timers *t)
     gl_timer *copy = PyMem_Malloc((t->n ? t->n : 1) * sizeof *copy);
     if (copy == NULL)
         return PyErr_NoMemory();
-    memcpy(copy, t->heap, t->n * sizeof *copy);
-    qsort(copy, t->n, sizeof *copy, cmp_timers);
+    if (t->n > 0) {   /* an empty heap may be NULL: memcpy/qsort need real pointers */
+        memcpy(copy, t->heap, t->n * sizeof *copy);
+        qsort(copy, t->n, sizeof *copy, cmp_timers);
+    }
     PyObject *list = PyList_New((Py_ssize_t)t->n);
     for (size_t i = 0; list != NULL && i < t->n; i++)
         PyList_SET_ITEM(list, (Py_ssize_t)i, Py_NewRef(copy[i].handle));

@@ -15,11 +15,22 @@
  *                  there — it cannot while still running on it — then
  *                  continues the parent.  This is what Go's mcall is for.
  *
+ * Each transfer is also announced to AddressSanitizer (sanitizer.h) in an
+ * ASan build: san_leave right before the assembly switches, san_arrive as
+ * the first thing on the stack switched to — after gl_gosave_gogo returns,
+ * or at gl_goentry for a new goroutine.  The fake stack a suspended context
+ * must get back lives in a local of the function it is suspended in, on its
+ * own stack.  The thread's own stack (g0's) is not the runtime's, so its
+ * bounds are learned from ASan the first time a goroutine is entered from it.
+ * In a valgrind build, the spot below the parent where goexit0 runs is made
+ * addressable to memcheck first (it holds that memory for dead).
+ *
  * The value passed by each transfer travels in gl_gobuf.ret.  The runtime
  * never allocates a gl_g; it only takes a stack at the first resume and
  * returns it at exit.
  */
 #include "runtime.h"
+#include "sanitizer.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,6 +56,9 @@ typedef struct gl_m {
     gl_g g0;
     gl_g *curg;
     uint64_t id;
+#if GL_ASAN
+    uintptr_t g0_lo, g0_hi;   /* the thread's own stack, as ASan knows it */
+#endif
 } gl_m;
 
 static _Thread_local gl_m m_tls;
@@ -87,6 +101,39 @@ gl_g *gl_getg(void)
 }
 
 uint64_t gl_thread_id(void) { return getm()->id; }
+
+/* ---- ASan's view of the transfers (no code in other builds) ------------- */
+
+/* The current stack is about to be left for `to`'s; *fake_save as for
+ * gl_san_switch_begin (NULL: the current goroutine is finishing). */
+static inline void san_leave(gl_m *m, void **fake_save, const gl_g *to)
+{
+#if GL_ASAN
+    if (to == &m->g0)
+        gl_san_switch_begin(fake_save, m->g0_lo, m->g0_hi);
+    else
+        gl_san_switch_begin(fake_save, to->stack->lo, to->stack->hi);
+#else
+    (void)m; (void)fake_save; (void)to;
+#endif
+}
+
+/* Arrived on a stack, coming from `from`'s; `fake` is what this stack's
+ * san_leave saved (NULL on a goroutine's first entry).  Coming from g0 is
+ * when its bounds are learned. */
+static inline void san_arrive(gl_m *m, void *fake, const gl_g *from)
+{
+#if GL_ASAN
+    uintptr_t lo, hi;
+    gl_san_switch_end(fake, &lo, &hi);
+    if (from == &m->g0) {
+        m->g0_lo = lo;
+        m->g0_hi = hi;
+    }
+#else
+    (void)m; (void)fake; (void)from;
+#endif
+}
 
 size_t gl_stack_depth(void)
 {
@@ -169,8 +216,11 @@ int gl_resume(gl_g *g, uintptr_t in, uintptr_t *out)
     g->status = GL_G_RUNNING;
     g->sched.ret = in;
     m->curg = g;
+    void *fake = NULL;
+    san_leave(m, &fake, g);
     uintptr_t r = gl_gosave_gogo(&self->sched, &g->sched);
     /* Back on self's stack: g parked or finished, and set curg to self. */
+    san_arrive(m, fake, g);
     if (out)
         *out = r;
     return GL_OK;
@@ -190,14 +240,21 @@ int gl_park(uintptr_t out, uintptr_t *in)
     g->parent = NULL;
     parent->sched.ret = out;
     m->curg = parent;
+    void *fake = NULL;
+    san_leave(m, &fake, parent);
     uintptr_t r = gl_gosave_gogo(&g->sched, &parent->sched);
+    san_arrive(m, fake, g->parent);   /* whoever resumed g */
     if (in)
         *in = r;
     return GL_OK;
 }
 
-/* Runs on the parent's stack (via gl_mcall) once g's function returned. */
-static void goexit0(void *arg)
+/* Runs on the parent's stack (via gl_mcall) once g's function returned.
+ * For ASan the switch to the parent is under way until the parent's
+ * gl_resume arrives.  Not instrumented: before a noreturn call (gl_gogo)
+ * ASan unpoisons the whole stack above, the parent's live frames included,
+ * and would lose their redzones at every goroutine exit. */
+GL_NO_ASAN static void goexit0(void *arg)
 {
     gl_g *g = arg;
     gl_g *parent = g->parent;
@@ -214,9 +271,13 @@ static void goexit0(void *arg)
 
 void gl_goentry(gl_g *g)
 {
+    san_arrive(m_self(), NULL, g->parent);
     g->fn(g->arg);
     gl_g *parent = g->parent;
+    gl_san_frames_abandoned();           /* before its stack is given back */
+    san_leave(m_self(), NULL, parent);   /* g's stack is left for good */
     uintptr_t sp = (parent->sched.sp - MCALL_GAP) & ~(uintptr_t)15;
+    gl_vg_stack_enter(sp);               /* where goexit0 runs */
     gl_mcall(&g->sched, goexit0, g, sp);
     gl_fatal("goexit0 returned");
 }

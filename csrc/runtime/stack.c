@@ -14,6 +14,10 @@
  *
  * Stacks are never copied or moved: C and CPython keep pointers into them.
  *
+ * valgrind is told that each mapping is a stack while it is mapped, and
+ * that the went-deep probe below reads a dead part of one on purpose
+ * (sanitizer.h).
+ *
  * Starting a goroutine must not cost an mmap, so finished stacks go to a
  * cache (a mutex-protected free list; the mutex is uncontended in practice:
  * goroutines start and finish on their loop's thread).  A cached stack that
@@ -25,6 +29,7 @@
  */
 #define _GNU_SOURCE
 #include "runtime.h"
+#include "sanitizer.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -43,6 +48,36 @@ static _Atomic size_t trim_keep = 64 * 1024;
 static _Atomic uint64_t n_in_use, n_mapped, n_reused, n_trimmed;
 
 _Static_assert(sizeof(gl_stack) <= DESC_SPACE, "gl_stack must fit its slot");
+
+#if GL_VALGRIND
+/* A valgrind build keeps the stack's registration id next to the descriptor,
+ * in the same slot: gl_stack itself is the same in every build. */
+typedef struct vg_desc {
+    gl_stack stack;
+    unsigned vg_id;
+} vg_desc;
+_Static_assert(sizeof(vg_desc) <= DESC_SPACE, "vg_desc must fit the slot");
+#endif
+
+/* Tell valgrind that s is a stack (once mapped) or no longer one (before
+ * it is unmapped).  Nothing in other builds. */
+static void stack_vg_register(gl_stack *s)
+{
+#if GL_VALGRIND
+    ((vg_desc *)s)->vg_id = gl_vg_stack_register(s->lo, s->hi);
+#else
+    (void)s;
+#endif
+}
+
+static void stack_vg_deregister(gl_stack *s)
+{
+#if GL_VALGRIND
+    gl_vg_stack_deregister(((vg_desc *)s)->vg_id);
+#else
+    (void)s;
+#endif
+}
 
 size_t gl_page_size(void)
 {
@@ -79,6 +114,7 @@ static void stack_unmap(gl_stack *s)
     size_t page = gl_page_size();
     uintptr_t base = s->lo - page;
     size_t len = page + s->size;
+    stack_vg_deregister(s);
     munmap((void *)base, len);
 }
 
@@ -101,6 +137,7 @@ static gl_stack *stack_map(size_t size)
     s->size = size;
     s->low_water = s->hi;
     s->next = NULL;
+    stack_vg_register(s);
     atomic_fetch_add(&n_mapped, 1);
     return s;
 }
@@ -138,6 +175,7 @@ static int stack_went_deep(const gl_stack *s, size_t keep)
     if (s->low_water < limit)
         return 1;
     const uintptr_t *w = (const uintptr_t *)(limit - page);
+    gl_vg_dead_stack_read(limit - page, page);
     for (size_t i = 0; i < page / sizeof(uintptr_t); i++)
         if (w[i] != 0)
             return 1;
