@@ -122,14 +122,23 @@ def _find_library_roots():
     return _roots
 
 
+def _main_file():
+    """The real path of the script being run (__main__), or None."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return os.path.realpath(main_file) if isinstance(main_file, str) else None
+
+
 def is_library_file(filename):
     """Is the code in filename a library's (not preempted) rather than the
-    application's?  Frozen modules are the standard library's; other
-    pseudo-files (<string>, <stdin>, code made by exec) are the
-    application's."""
+    application's?  The script being run is the application's wherever it
+    lives (`python -m myapp.server` of an installed package); frozen modules
+    are the standard library's; other pseudo-files (<string>, <stdin>, code
+    made by exec) are the application's."""
     if filename.startswith("<"):
         return filename.startswith("<frozen ")
     path = os.path.realpath(filename)
+    if path == _main_file():
+        return False
     for root in _roots or _find_library_roots():
         if path.startswith(root):
             top = path[len(root):].split(os.sep, 1)[0]

@@ -539,6 +539,19 @@ def test_library_files_are_the_standard_library_and_installed_packages():
     assert not is_library("<string>") and not is_library("<stdin>")
 
 
+def test_the_script_being_run_is_the_applications_even_when_installed(run_python):
+    """`python -m pkg.module` of an installed package: its code is the
+    application's (the demo runs so, from its virtualenv's site-packages)."""
+    code = (
+        "import goloop._preempt as p, sys, types, os, sysconfig\n"
+        "installed = os.path.join(sysconfig.get_paths()['purelib'], 'pkg', 'server.py')\n"
+        "before = p.is_library_file(installed)\n"
+        "sys.modules['__main__'].__file__ = installed\n"
+        "print(before, p.is_library_file(installed))\n")
+    r = run_python(code)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "False"], (r.stdout, r.stderr)
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
 def test_an_eager_tasks_first_step_is_preempted_like_any_step():
     """The application's eager task: its first step runs inside
