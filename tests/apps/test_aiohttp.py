@@ -351,7 +351,7 @@ def test_run_app_serves_and_stops_cleanly_on_signal(loop_kind, sig, tmp_path):
 
 def test_run_app_unchanged_script_under_python_m_goloop(tmp_path):
     loop_repr, returncode, output = run_app_until_signal(
-        tmp_path, ["-m", "goloop"], "default", GOLOOP, signal.SIGINT)
+        tmp_path, ["-P", "-m", "goloop"], "default", GOLOOP, signal.SIGINT)   # -P: not the source tree's goloop/
     assert loop_repr.startswith("<EventLoop ") and "time_slice=0.001" in loop_repr
     assert returncode == 0, output
     assert "app cleanup ran" in output and "run_app returned" in output, output

@@ -27,8 +27,8 @@ under a `--preload` app that ran async setup code (the app is preloaded).
   and each worker's preemption count grew while its hog ran — so sysmon
   works in every forked worker, whatever the master left behind.
 
-Clients run in this process with httpx, on goloop's loop preempted at 1 ms
-(test_uvicorn.run_client).
+Clients run in this process with httpx on goloop's loop without preemption
+(test_uvicorn.run_client says why).
 
 Last, what the /block route ran into: a signal handled by
 loop.add_signal_handler() (UvicornWorker's SIGQUIT) arriving during a step
