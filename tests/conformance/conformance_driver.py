@@ -195,6 +195,10 @@ def install_goloop():
     """Make asyncio create goloop loops (suite_runner.install_goloop); count
     them and the goroutine steps."""
     goloop = suite_runner.install_goloop(_counters)
+    # CPython's tests live in the standard library's `test` package, which
+    # goloop takes for a library's code and preempts only at an await: the
+    # suite under test is the application here, preempted as its own code.
+    goloop.preemptible_packages("test")
 
     # Task steps on goroutines: count them where goloop hands a step to a
     # worker goroutine, if this goloop still has that seam (diagnostics only;
