@@ -67,6 +67,9 @@ struct gl_core {
     PyTypeObject *py_task_type;      /* asyncio.tasks._PyTask */
     PyTypeObject *step_wrapper_type; /* the C Task's TaskStepMethWrapper,
                                         learnt when first seen */
+    PyMethodDef *task_wakeup_def;    /* the C Task's task_wakeup method, once
+                                        seen (loop.c is_task_step): its bound
+                                        methods are compared by pointer */
     PyObject *report_error;          /* f(handle, exc): Handle._run's report */
     PyObject *report_slow;           /* f(loop, handle, seconds): debug mode */
     PyObject *extract_stack;         /* asyncio.format_helpers.extract_stack */

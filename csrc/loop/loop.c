@@ -152,9 +152,17 @@ is_task_step(struct gl_core *c, PyObject *cb)
     if (PyFunction_Check(cb))
         return 0;   /* the common plain callback: decided at once */
     if (PyCFunction_Check(cb)) {
+        /* Every C Task's wakeup, on every future it waits for: the method
+         * definition is learnt by name once, then compared by pointer. */
+        PyMethodDef *ml = ((PyCFunctionObject *)cb)->m_ml;
+        if (ml == c->task_wakeup_def)
+            return 1;
         PyObject *owner = PyCFunction_GET_SELF(cb);
-        return owner != NULL && is_task(c, owner)
-               && strcmp(((PyCFunctionObject *)cb)->m_ml->ml_name, "task_wakeup") == 0;
+        if (c->task_wakeup_def != NULL || owner == NULL || !is_task(c, owner)
+                || strcmp(ml->ml_name, "task_wakeup") != 0)
+            return 0;
+        c->task_wakeup_def = ml;
+        return 1;
     }
     if (PyMethod_Check(cb))
         return is_task(c, PyMethod_GET_SELF(cb))
