@@ -38,6 +38,7 @@ _check_supported()
 
 from . import _goloop  # noqa: E402  (raises ImportError on other CPUs)
 from ._goloop import (  # noqa: E402
+    await_,
     Goroutine,
     GoroutineError,
     GoroutineExit,
@@ -89,6 +90,7 @@ __all__ = [
     "new_event_loop",
     "run",
     "atomic",
+    "await_",
     "preemptible_packages",
     "PreemptionWarning",
     "Goroutine",

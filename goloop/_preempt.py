@@ -390,7 +390,8 @@ def _task_switchers():
 def _cancelled_idle_task():
     """A Task of the loop's kind (C when _asyncio is there), cancel()ed
     before its first step, on a stand-in loop that never runs it: what
-    preempt.c learns the Task's _must_cancel field from."""
+    preempt.c and await.c learn the Task's _must_cancel and _fut_waiter
+    fields from."""
     class IdleLoop:
         def get_debug(self):
             return False
@@ -409,12 +410,14 @@ def _cancelled_idle_task():
     return task
 
 
-# Before 3.13, Task.uncancel() leaves _must_cancel set: a cancel() that
-# reaches a task while its step is parked is taken back and given back
-# when the step yields (preempt.c, "a cancellation that came while the
-# step was parked").
-if sys.version_info < (3, 13):
-    _goloop._learn_must_cancel(_cancelled_idle_task())
+# Where the C Task keeps _must_cancel and _fut_waiter, which preempt.c and
+# await.c write.  Before 3.13, Task.uncancel() leaves _must_cancel set: a
+# cancel() that reaches a task while its step is parked is taken back and
+# given back when the step yields (preempt.c, "a cancellation that came
+# while the step was parked"); goloop.await_() sets _fut_waiter while it
+# waits, so that cancel() cancels what it waits for (await.c).
+_goloop._learn_must_cancel(_cancelled_idle_task())
+_goloop._learn_fut_waiter(_cancelled_idle_task())
 
 _goloop._setup_preempt(_inside_atomic, *_task_switchers(), asyncio.current_task, STEP_BASE,
                        BASE_ONLY, NEVER_PREEMPT, _library_files, is_library_file, awaits_at)

@@ -32,6 +32,14 @@ goroutine switch        loop-independent, so measured once, under "goloop":
                         switch and C resume+park of the runtime underneath.
                         Each the best of a few passes in the process: the
                         minimum is the least noisy estimate of a fixed cost.
+await_ vs await         goloop only: the cost of goloop.await_() from a plain
+                        function against a plain `await` in the coroutine, on
+                        the same goloop loop, over the same 100,000
+                        asyncio.sleep(0) (each a suspension: one loop
+                        iteration); and against greenback.await_() (greenlet
+                        based) when greenback is installed.  The best of 3
+                        passes each (µs per suspension); the ratios are the
+                        headline.
 """
 import asyncio
 import resource
@@ -252,6 +260,56 @@ def goroutine_switch(loop_name, quick):
     return metrics | c_switch_costs(10 * n, passes)
 
 
+# -- await_ from plain functions ----------------------------------------------------
+
+def await_costs(loop_name, quick):
+    import goloop
+
+    n, passes = size(100_000, 20_000, quick), 3
+    sleep = asyncio.sleep
+    await_ = goloop.await_
+
+    async def plain(n):
+        for _ in range(n):
+            await sleep(0)
+
+    def sync_side(n):
+        for _ in range(n):
+            await_(sleep(0))
+
+    async def through_await_(n):
+        sync_side(n)
+
+    def timed(body):
+        async def main():
+            best = float("inf")
+            for _ in range(passes):
+                t0 = time.perf_counter_ns()
+                await body(n)
+                best = min(best, (time.perf_counter_ns() - t0) / n / 1000)
+            return best
+        return loops.run(loop_name, main())
+
+    metrics = {"await_us": timed(through_await_), "await_plain_us": timed(plain)}
+    metrics["await_vs_plain"] = metrics["await_us"] / metrics["await_plain_us"]
+    try:
+        import greenback
+    except ImportError:
+        return metrics
+
+    def greenback_side(n):
+        for _ in range(n):
+            greenback.await_(sleep(0))
+
+    async def through_greenback(n):
+        await greenback.ensure_portal()
+        greenback_side(n)
+
+    metrics["greenback_us"] = timed(through_greenback)
+    metrics["await_vs_greenback"] = metrics["await_us"] / metrics["greenback_us"]
+    return metrics
+
+
 WORKLOADS = [
     Workload("call_soon 1M", "scheduling", on_loop(call_soon_burst, "seconds", 1_000_000, 250_000),
              (SECONDS,)),
@@ -272,4 +330,11 @@ WORKLOADS = [
              loops=("goloop",),
              note="goroutine switch: loop-independent, measured once (under goloop); "
                   "greenlet's round trip and the raw C switch are in the details"),
+    Workload("await_ vs await, 100k sleep(0)", "scheduling", await_costs,
+             (Metric("await_vs_plain", "ratio"), Metric("await_us", "µs"),
+              Metric("await_plain_us", "µs"), Metric("greenback_us", "µs"),
+              Metric("await_vs_greenback", "ratio")),
+             loops=("goloop",),
+             note="await_ vs await: goloop.await_() from a plain function against a plain await "
+                  "and greenback.await_(), on goloop"),
 ]

@@ -60,6 +60,10 @@ typedef struct {
     PyObject *step_worker;           /* the worker function (builtin) */
     PyObject *step_pool;             /* threading.local with .idle: list */
     PyObject *step_preempted;        /* what a preempted worker parks with */
+    PyObject *step_awaiting;         /*   one waiting in await_() (await.c) */
+    PyObject *fut_waiter_type;       /* the C Task type, whose _fut_waiter */
+    Py_ssize_t fut_waiter_offset;    /*   is at this offset (await.c) */
+    uint64_t awaits;                 /* waits in await_() */
     uintptr_t step_raised;           /* address of the last exception a step
                                         raised (steps.c raised_by_a_step) */
     /* preemption (preempt.c) */
@@ -151,6 +155,7 @@ struct GoroutineObject {
                                         (2): see greenlets.c */
     PyObject *greenlets;             /* list of weakrefs: the greenlets it
                                         switched, while it may be pinned */
+    int awaiting;                    /* step worker: parked in await_() */
     int unwinding;                   /* being resumed with GoroutineExit
                                         by tp_finalize: do not park again */
     PyObject *weakreflist;
@@ -177,6 +182,12 @@ int gl_steps_init(PyObject *module, gl_module_state *st);
 int gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg);
 void gl_steps_clear(gl_module_state *st);
 int gl_steps_stats(gl_module_state *st, PyObject *dict);
+/* Continue worker w's step, parked in await_(), giving it `value`; `queue`
+ * is its loop's queue of preempted steps.  As run_step(). */
+PyObject *gl_step_continue(gl_module_state *st, GoroutineObject *w, PyObject *value,
+                           PyObject *queue);
+/* csrc/loop/await.c: goloop.await_() */
+extern PyMethodDef gl_await_methods[];
 
 /* preempt.c: module functions, state, and the marks steps.c makes around
  * each step (a clock read; the sysmon marks on the preempting thread). */
@@ -192,6 +203,14 @@ void gl_preempt_request_again(gl_module_state *st);
 /* A step worker's step has yielded: give back the cancellations that came
  * while it was parked (w->cancels_taken, not NULL). */
 void gl_preempt_deliver_cancels(GoroutineObject *w);
+/* For await.c: is the running code inside goloop.atomic() / in a child
+ * greenlet (errors count as yes)?; the task a step worker's step runs (new
+ * reference); a Task's _must_cancel (-1 on error), and setting it. */
+int gl_preempt_inside_atomic(gl_module_state *st);
+int gl_preempt_in_child_greenlet(gl_module_state *st);
+PyObject *gl_preempt_running_task(gl_module_state *st, PyObject *loop, PyObject *handle);
+int gl_preempt_task_must_cancel(PyObject *task);
+int gl_preempt_set_task_must_cancel(gl_module_state *st, PyObject *task, int value);
 /* ... and returns how long the stretch ran (ns). */
 int64_t gl_preempt_step_end(gl_module_state *st, int64_t began);
 /* The monotonic clock (ns), or the hint the last step's end left (see

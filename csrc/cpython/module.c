@@ -232,6 +232,7 @@ module_exec(PyObject *module)
         return -1;
     if (PyModule_AddFunctions(module, gl_steps_methods) < 0
             || gl_steps_init(module, st) < 0
+            || PyModule_AddFunctions(module, gl_await_methods) < 0
             || PyModule_AddFunctions(module, gl_preempt_methods) < 0
             || gl_preempt_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_locks_methods) < 0

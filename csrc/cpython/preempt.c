@@ -385,7 +385,8 @@ running_task(gl_module_state *st, PyObject *loop, PyObject *handle)
  * task then gets a CancelledError nobody asked for.  (3.13's uncancel()
  * clears _must_cancel at 0, so there the take-back is off:
  * st->take_back_cancels is set by _learn_must_cancel, which _preempt.py
- * calls before 3.13 only.)  On stock asyncio
+ * calls on every version: await.c sets _must_cancel too, and the take-back
+ * is on before 3.13 only.)  On stock asyncio
  * cancel() never finds a task running there: the task is waiting, and
  * cancel() cancels what it waits for.  So a cancellation that arrives while
  * the step is parked is taken off the task when it resumes
@@ -395,6 +396,8 @@ running_task(gl_module_state *st, PyObject *loop, PyObject *handle)
  * is none or it is done, _must_cancel is set — unless by then cancelling()
  * is 0, every request taken back (as 3.13's uncancel() drops it), or the
  * task is done. */
+
+#define TAKE_BACK_CANCELS (GL_PY_MINOR < 13)
 
 static int
 task_must_cancel(PyObject *task)
@@ -424,7 +427,7 @@ set_task_must_cancel(gl_module_state *st, PyObject *task, int value)
  * `task`, a Task of that type just cancel()ed (so the field is 1) that
  * nothing else uses: the int field that, set to 0, makes the _must_cancel
  * getter say False — the getter reads that field and nothing else — put
- * back at once.  From then on the take-back above is on. */
+ * back at once.  From then on the take-back above is on (before 3.13). */
 static PyObject *
 mod_learn_must_cancel(PyObject *module, PyObject *task)
 {
@@ -434,7 +437,7 @@ mod_learn_must_cancel(PyObject *module, PyObject *task)
         return NULL;
     }
     if (PyObject_SetAttrString(task, "_must_cancel", Py_True) == 0) {
-        st->take_back_cancels = 1;   /* the pure-Python Task: an attribute */
+        st->take_back_cancels = TAKE_BACK_CANCELS;   /* the pure-Python Task: an attribute */
         Py_RETURN_NONE;
     }
     if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -452,7 +455,7 @@ mod_learn_must_cancel(PyObject *module, PyObject *task)
         if (seen == 0 && task_must_cancel(task) == 1) {
             Py_XSETREF(st->must_cancel_type, Py_NewRef((PyObject *)Py_TYPE(task)));
             st->must_cancel_offset = off;
-            st->take_back_cancels = 1;
+            st->take_back_cancels = TAKE_BACK_CANCELS;
             Py_RETURN_NONE;
         }
         PyErr_Clear();
@@ -834,6 +837,7 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
     Py_XDECREF(longest);
     if (r < 0 || set_u64(d, "steps", st->steps) < 0
             || set_u64(d, "preemptions", st->preemptions) < 0
+            || set_u64(d, "awaits", st->awaits) < 0
             || set_u64(d, "preempt_declined", st->declined) < 0
             || set_u64(d, "preempt_deferred", st->deferred) < 0
             || set_u64(d, "preempt_withheld", atomic_load(&st->withheld)) < 0
@@ -887,6 +891,38 @@ gl_preempt_clear(gl_module_state *st)
     Py_CLEAR(st->awaits_at);
     Py_CLEAR(st->must_cancel_type);
     Py_CLEAR(st->str_greenlet);
+}
+
+/* ---- for await.c ------------------------------------------------------- */
+
+int
+gl_preempt_inside_atomic(gl_module_state *st)
+{
+    return inside_atomic(st);
+}
+
+int
+gl_preempt_in_child_greenlet(gl_module_state *st)
+{
+    return in_child_greenlet(st);
+}
+
+PyObject *
+gl_preempt_running_task(gl_module_state *st, PyObject *loop, PyObject *handle)
+{
+    return running_task(st, loop, handle);
+}
+
+int
+gl_preempt_task_must_cancel(PyObject *task)
+{
+    return task_must_cancel(task);
+}
+
+int
+gl_preempt_set_task_must_cancel(gl_module_state *st, PyObject *task, int value)
+{
+    return set_task_must_cancel(st, task, value);
 }
 
 #endif

@@ -22,6 +22,7 @@
  *   timers.c   the timer heap: 4-ary, (when, sequence) keys, lazy
  *              cancellation and compaction
  *   steps.c    task steps on worker goroutines, the preempted-step queue
+ *   await.c    goloop.await_(): a step waits from plain synchronous code
  *   loop.c     the LoopCore type: the scheduling methods, _run_once, the
  *              loop state asyncio's Python code reads and writes
  *   poller.c   epoll, with the selectors API asyncio's code reads

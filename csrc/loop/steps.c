@@ -27,6 +27,9 @@
  * gl_step_resume(queue, exc) throws exc into the step instead, where it
  * stopped (preempt.c).  The worker keeps the step's Handle (step_handle)
  * until the step is done, and only then goes back to the pool.
+ * A step that waits in goloop.await_() (await.c) parks its worker with
+ * AWAITING: no queue holds it then; the future's waker continues it
+ * (gl_step_continue) as a callback of the loop's.
  * Every stretch a step runs — from a resume to the next park — is one
  * "step" for sysmon and for stats(): gl_preempt_step_begin/end bracket it.
  *
@@ -212,7 +215,7 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
         r = exc ? gl_goroutine_throw(w, exc) : gl_goroutine_resume(w, value);
         w->step_ran_ns += gl_preempt_step_end(st, began);
         if (end != NULL) {
-            end->finished = r != st->step_preempted;
+            end->finished = r != st->step_preempted && r != st->step_awaiting;
             end->ran_ns = w->step_ran_ns;
             Py_XSETREF(end->handle, end->finished ? Py_XNewRef(w->step_handle) : NULL);
         }
@@ -222,6 +225,10 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
             if (r == NULL)
                 return NULL;
             Py_DECREF(r);
+            Py_RETURN_NONE;
+        }
+        if (r == st->step_awaiting) {
+            Py_DECREF(r);   /* waiting in await_(): its waker holds it */
             Py_RETURN_NONE;
         }
         pinned = r == st->step_done && gl_greenlets_keep(st, w, w->step_handle);
@@ -255,6 +262,13 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
     }
     Py_DECREF(r);
     return ok ? Py_NewRef(Py_None) : NULL;
+}
+
+PyObject *
+gl_step_continue(gl_module_state *st, GoroutineObject *w, PyObject *value, PyObject *queue)
+{
+    assert(w->step_worker && w->step_handle != NULL && w->g.status == GL_G_PARKED);
+    return run_stretch(st, w, value, NULL, NULL, queue, NULL);
 }
 
 /* The loop's own queue is an exact deque, whose length is its ob_size (as
@@ -496,10 +510,12 @@ gl_steps_init(PyObject *module, gl_module_state *st)
     st->step_ready = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_done = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_preempted = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    st->step_awaiting = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     st->step_worker = PyCFunction_NewEx(&step_worker_def, module, NULL);
     if (st->str_idle == NULL || st->str_append == NULL || st->str_popleft == NULL
             || st->step_ready == NULL
             || st->step_done == NULL || st->step_preempted == NULL
+            || st->step_awaiting == NULL
             || st->step_worker == NULL)
         return -1;
     return 0;
@@ -511,6 +527,8 @@ gl_steps_traverse(gl_module_state *st, visitproc visit, void *arg)
     Py_VISIT(st->step_ready);
     Py_VISIT(st->step_done);
     Py_VISIT(st->step_preempted);
+    Py_VISIT(st->step_awaiting);
+    Py_VISIT(st->fut_waiter_type);
     Py_VISIT(st->step_worker);
     Py_VISIT(st->step_pool);
     return 0;
@@ -525,6 +543,8 @@ gl_steps_clear(gl_module_state *st)
     Py_CLEAR(st->step_ready);
     Py_CLEAR(st->step_done);
     Py_CLEAR(st->step_preempted);
+    Py_CLEAR(st->step_awaiting);
+    Py_CLEAR(st->fut_waiter_type);
     Py_CLEAR(st->step_worker);
     Py_CLEAR(st->step_pool);
 }
