@@ -83,6 +83,10 @@ from . import _api  # noqa: E402
 from ._api import install, new_event_loop, run  # noqa: E402
 from ._preempt import PreemptionWarning, atomic, preemptible_packages  # noqa: E402
 from .loop import EventLoop  # noqa: E402
+from ._dump import dump  # noqa: E402
+from . import _dump  # noqa: E402
+
+_dump.install_signal_from_env()
 
 __all__ = [
     "EventLoop",
@@ -91,6 +95,7 @@ __all__ = [
     "run",
     "atomic",
     "await_",
+    "dump",
     "preemptible_packages",
     "PreemptionWarning",
     "Goroutine",

@@ -14,7 +14,7 @@ import sys
 import threading
 from asyncio import events
 
-from . import _core, _goloop, _preempt, _steps, _transports  # noqa: F401  (_core, _steps: set up the core)
+from . import _core, _dump, _goloop, _preempt, _steps, _transports  # noqa: F401  (_core, _steps: set up the core)
 
 
 # 3.13's run_forever cleans up even when its setup refused to run (a loop
@@ -60,6 +60,7 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
         self._goroutines = bool(goroutines)
         self._preempt = preempt is None or bool(preempt)
         self._time_slice = time_slice
+        _dump.LOOPS.add(self)   # goloop.dump() lists it
 
     _make_socket_transport = _transports.make_socket_transport
     _make_ssl_transport = _transports.make_ssl_transport

@@ -84,7 +84,8 @@ typedef struct {
     PyObject *is_library_file;       /* _preempt.is_library_file */
     PyObject *awaits_at;             /* _preempt.awaits_at */
     PyObject *must_cancel_type;      /* the C Task type, whose _must_cancel */
-    Py_ssize_t must_cancel_offset;   /*   int is at this offset (< 3.13) */
+    Py_ssize_t must_cancel_offset;   /*   is this bit of the unsigned int */
+    unsigned must_cancel_mask;       /*   at this offset (preempt.c) */
     int take_back_cancels;           /* preempt.c: cancel() while parked */
     PyObject *enter_task, *leave_task;   /* asyncio.tasks._enter/_leave_task */
     PyObject *current_task;          /* asyncio.current_task */
@@ -146,6 +147,7 @@ struct GoroutineObject {
                                         yielded (preempt.c), or NULL */
     int64_t step_ran_ns;             /* step worker: time its step in flight
                                         has run, over all its stretches */
+    int64_t stretch_began;           /*   when its current stretch began (ns) */
     Py_ssize_t locks_held;           /* threading locks taken and not yet
                                         released in this step (locks.c) */
     int preempt_deferred;            /* a preemption was declined for
@@ -156,6 +158,8 @@ struct GoroutineObject {
     PyObject *greenlets;             /* list of weakrefs: the greenlets it
                                         switched, while it may be pinned */
     int awaiting;                    /* step worker: parked in await_() */
+    PyObject *awaited;               /*   on this iterator (borrowed: await.c
+                                        holds it meanwhile), for dumps */
     int unwinding;                   /* being resumed with GoroutineExit
                                         by tp_finalize: do not park again */
     PyObject *weakreflist;

@@ -416,7 +416,11 @@ set_task_must_cancel(gl_module_state *st, PyObject *task, int value)
 {
     if (st->must_cancel_type != NULL
             && PyObject_TypeCheck(task, (PyTypeObject *)st->must_cancel_type)) {
-        *(int *)((char *)task + st->must_cancel_offset) = value != 0;
+        unsigned *field = (unsigned *)((char *)task + st->must_cancel_offset);
+        if (value)
+            *field |= st->must_cancel_mask;
+        else
+            *field &= ~st->must_cancel_mask;
         assert(task_must_cancel(task) == (value != 0));
         return 0;
     }
@@ -424,10 +428,13 @@ set_task_must_cancel(gl_module_state *st, PyObject *task, int value)
 }
 
 /* _learn_must_cancel(task): find where the C Task keeps _must_cancel, from
- * `task`, a Task of that type just cancel()ed (so the field is 1) that
- * nothing else uses: the int field that, set to 0, makes the _must_cancel
- * getter say False — the getter reads that field and nothing else — put
- * back at once.  From then on the take-back above is on (before 3.13). */
+ * `task`, a Task of that type just cancel()ed (so the flag is set) that
+ * nothing else uses: the bit that, cleared, makes the _must_cancel getter
+ * say False — the getter reads that bit and nothing else — set back at
+ * once.  An int field up to 3.12, one bit of a bit-field from 3.13.  The
+ * collector is off meanwhile (nothing here allocates: the name is made
+ * first, the getter returns a bool), so no traversal sees a field with a
+ * bit cleared.  From then on set_task_must_cancel() writes it. */
 static PyObject *
 mod_learn_must_cancel(PyObject *module, PyObject *task)
 {
@@ -443,26 +450,44 @@ mod_learn_must_cancel(PyObject *module, PyObject *task)
     if (!PyErr_ExceptionMatches(PyExc_AttributeError))
         return NULL;
     PyErr_Clear();
-    Py_ssize_t size = Py_TYPE(task)->tp_basicsize;
-    for (Py_ssize_t off = sizeof(PyObject); off + (Py_ssize_t)sizeof(int) <= size;
-         off += sizeof(int)) {
-        int *field = (int *)((char *)task + off);
-        if (*field != 1)
-            continue;
-        *field = 0;
-        int seen = task_must_cancel(task);
-        *field = 1;
-        if (seen == 0 && task_must_cancel(task) == 1) {
-            Py_XSETREF(st->must_cancel_type, Py_NewRef((PyObject *)Py_TYPE(task)));
-            st->must_cancel_offset = off;
-            st->take_back_cancels = TAKE_BACK_CANCELS;
-            Py_RETURN_NONE;
+    PyObject *name = PyUnicode_InternFromString("_must_cancel");
+    if (name == NULL)
+        return NULL;
+    int gc_was_on = PyGC_Disable();
+    Py_ssize_t size = Py_TYPE(task)->tp_basicsize, found = -1;
+    unsigned mask = 0;
+    for (Py_ssize_t off = sizeof(PyObject); found < 0 && off + (Py_ssize_t)sizeof(unsigned) <= size;
+         off += sizeof(unsigned)) {
+        unsigned *field = (unsigned *)((char *)task + off);
+        unsigned saved = *field;
+        for (unsigned bit = 1; bit != 0 && found < 0; bit <<= 1) {
+            if (!(saved & bit))
+                continue;
+            *field = saved & ~bit;
+            PyObject *v = PyObject_GetAttr(task, name);
+            *field = saved;
+            if (v == Py_False) {
+                found = off;
+                mask = bit;
+            }
+            Py_XDECREF(v);
+            PyErr_Clear();
         }
-        PyErr_Clear();
     }
-    PyErr_Format(PyExc_RuntimeError, "%.100s keeps _must_cancel in no int field",
-                 Py_TYPE(task)->tp_name);
-    return NULL;
+    if (gc_was_on)
+        PyGC_Enable();
+    Py_DECREF(name);
+    if (found < 0 || task_must_cancel(task) != 1) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_RuntimeError, "%.100s keeps _must_cancel in no bit of an int field",
+                     Py_TYPE(task)->tp_name);
+        return NULL;
+    }
+    Py_XSETREF(st->must_cancel_type, Py_NewRef((PyObject *)Py_TYPE(task)));
+    st->must_cancel_offset = found;
+    st->must_cancel_mask = mask;
+    st->take_back_cancels = TAKE_BACK_CANCELS;
+    Py_RETURN_NONE;
 }
 
 /* Back from a park: a cancel() that came meanwhile is taken off the task

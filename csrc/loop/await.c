@@ -149,13 +149,14 @@ static PyMethodDef await_wake_def = {
     "Continue a task step waiting in goloop.await_()."
 };
 
-/* Park the running worker w, whose task is `task`, until `fut` is done (or,
- * fut NULL, until the loop's next iteration).  Returns 0 once resumed, -1
+/* Park the running worker w, whose task is `task`, waiting in the
+ * awaitable's iterator `it`, until `fut` is done (or, fut NULL, until the
+ * loop's next iteration).  Returns 0 once resumed, -1
  * with an exception (thrown into the worker: GoroutineExit when it is
  * collected; or a failure to set up the wait). */
 static int
 wait_for(gl_module_state *st, GoroutineObject *w, PyObject *loop, PyObject *task,
-         PyObject *fut)
+         PyObject *it, PyObject *fut)
 {
     PyObject *pair = PyTuple_Pack(2, (PyObject *)w, loop);
     PyObject *waker = pair ? PyCFunction_NewEx(&await_wake_def, pair, NULL) : NULL;
@@ -188,8 +189,10 @@ wait_for(gl_module_state *st, GoroutineObject *w, PyObject *loop, PyObject *task
     Py_DECREF(r);
     st->awaits++;
     w->awaiting = 1;
+    w->awaited = it;
     PyObject *in = gl_goroutine_park(st, st->step_awaiting);
     w->awaiting = 0;
+    w->awaited = NULL;
     PyObject *thrown = in ? NULL : gl_err_take();
     Py_XDECREF(in);
     int rc = set_fut_waiter(st, task, NULL);
@@ -377,7 +380,7 @@ drive(gl_module_state *st, GoroutineObject *w, PyObject *loop, PyObject *task, P
             return NULL;
         if (judged == 0)
             continue;   /* throw exc in */
-        int waited = wait_for(st, w, loop, task, fut);
+        int waited = wait_for(st, w, loop, task, it, fut);
         if (waited == 0)
             waited = after_wait(st, task, fut, &exc);
         Py_XDECREF(fut);

@@ -212,6 +212,7 @@ run_stretch(gl_module_state *st, GoroutineObject *w, PyObject *value,
     int pinned;
     for (;;) {
         int64_t began = gl_preempt_step_begin(st);
+        w->stretch_began = began;
         r = exc ? gl_goroutine_throw(w, exc) : gl_goroutine_resume(w, value);
         w->step_ran_ns += gl_preempt_step_end(st, began);
         if (end != NULL) {
@@ -448,6 +449,37 @@ mod_raised_by_a_step(PyObject *module, PyObject *exc)
     return PyBool_FromLong(gl_step_raised(PyModule_GetState(module), exc));
 }
 
+/* _step_state(goroutine): for goloop.dump() — None, unless it is a step
+ * worker with a step in flight: (handle, state, seconds run, awaited),
+ * state 'running', 'preempted' or 'await_' (waiting in await_()), seconds
+ * over all the step's stretches, the running one up to now, and what an
+ * await_() drives (else None). */
+static PyObject *
+mod_step_state(PyObject *module, PyObject *arg)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (!PyObject_TypeCheck(arg, st->goroutine_type)) {
+        PyErr_Format(PyExc_TypeError, "_step_state() takes a Goroutine, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    GoroutineObject *w = (GoroutineObject *)arg;
+    if (!w->step_worker || w->step_handle == NULL)
+        Py_RETURN_NONE;
+    int64_t ran = w->step_ran_ns;
+    const char *state;
+    if (w->g.status == GL_G_RUNNING) {
+        state = "running";
+        ran += gl_nanotime() - w->stretch_began;
+    }
+    else if (w->g.status != GL_G_PARKED)
+        Py_RETURN_NONE;
+    else
+        state = w->awaiting ? "await_" : "preempted";
+    PyObject *awaited = w->awaiting && w->awaited ? w->awaited : Py_None;
+    return Py_BuildValue("(OsdO)", w->step_handle, state, ran / 1e9, awaited);
+}
+
 static PyObject *
 mod_setup_steps(PyObject *module, PyObject *pool)
 {
@@ -473,6 +505,9 @@ PyMethodDef gl_steps_methods[] = {
     {"raised_by_a_step", mod_raised_by_a_step, METH_O,
      "raised_by_a_step(exc, /)\n--\n\nDid exc come out of a task step, "
      "the last time run_step() or resume_step() raised?"},
+    {"_step_state", mod_step_state, METH_O,
+     "_step_state(goroutine, /)\n--\n\nFor goloop.dump(): (handle, state, "
+     "seconds run, awaited) of a step worker's step in flight, else None."},
     {"_setup_steps", mod_setup_steps, METH_O,
      "_setup_steps(pool, /)\n--\n\nThe per-thread pool of step workers "
      "(a threading.local whose `idle` is a list)."},
