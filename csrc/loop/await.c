@@ -149,6 +149,42 @@ static PyMethodDef await_wake_def = {
     "Continue a task step waiting in goloop.await_()."
 };
 
+/* A cancel() that reached the task while it ran, before this wait: as
+ * Task.__step does when the coroutine yields a future while _must_cancel is
+ * set, cancel that future now (and the request is spent) — else the task
+ * would wait for it to finish first.  Before 3.13 a cancel() that came
+ * while the step was preempted was taken back (preempt.c) and is given back
+ * here, at this await, not when the step ends (after the whole synchronous
+ * call): with _fut_waiter set, giving it back cancels fut.  A bare yield
+ * (fut NULL) leaves _must_cancel to after_wait(), as Task.__step would. */
+static int
+cancel_if_asked(gl_module_state *st, GoroutineObject *w, PyObject *task, PyObject *fut)
+{
+    if (w->cancels_taken != NULL)
+        gl_preempt_deliver_cancels(w);
+    if (fut == NULL)
+        return 0;
+    int must = gl_preempt_task_must_cancel(task);
+    if (must <= 0)
+        return must;
+    PyObject *msg = PyObject_GetAttrString(task, "_cancel_message");
+    if (msg == NULL)
+        return -1;
+    PyObject *cancel = PyObject_GetAttrString(fut, "cancel");
+    PyObject *args = PyTuple_New(0);
+    PyObject *kwargs = Py_BuildValue("{sO}", "msg", msg);
+    PyObject *r = cancel && args && kwargs ? PyObject_Call(cancel, args, kwargs) : NULL;
+    Py_XDECREF(cancel);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_DECREF(msg);
+    int cancelled = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (cancelled <= 0)
+        return cancelled;
+    return gl_preempt_set_task_must_cancel(st, task, 0);
+}
+
 /* Park the running worker w, whose task is `task`, waiting in the
  * awaitable's iterator `it`, until `fut` is done (or, fut NULL, until the
  * loop's next iteration).  Returns 0 once resumed, -1
@@ -181,6 +217,10 @@ wait_for(gl_module_state *st, GoroutineObject *w, PyObject *loop, PyObject *task
     Py_DECREF(r);
     if (fut != NULL && set_fut_waiter(st, task, fut) < 0)
         return -1;
+    if (cancel_if_asked(st, w, task, fut) < 0) {
+        (void)set_fut_waiter(st, task, NULL);
+        return -1;
+    }
     r = PyObject_CallFunctionObjArgs(st->leave_task, loop, task, NULL);
     if (r == NULL) {
         (void)set_fut_waiter(st, task, NULL);

@@ -221,6 +221,28 @@ def test_timeout_around_a_sync_call():
     assert cancelling == 0
 
 
+def test_timeout_that_expires_while_the_awaited_code_computes():
+    """The timeout's cancel() reaches the task while its step runs (or is
+    preempted); it takes effect at the awaitable's next await, as on stock
+    asyncio, not once the whole synchronous call is over."""
+    async def computes_then_sleeps():
+        busy = time.monotonic() + 0.3
+        while time.monotonic() < busy:
+            pass
+        await asyncio.sleep(30)
+        return "slept"
+
+    async def main():
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                sync_call(computes_then_sleeps())
+        return time.monotonic() - t0
+
+    for options in ({}, {"time_slice": 0.005}, {"preempt": False}):
+        assert run(main, **options) < 10, options
+
+
 def test_wait_for_around_a_coroutine_that_waits_in_sync_code():
     async def work():
         return sync_call(asyncio.sleep(30))
@@ -512,3 +534,33 @@ def test_each_thread_its_own_loop():
     t.start()
     t.join()
     assert results == ["other"]
+
+
+def test_await_cycles_leak_nothing():
+    async def ok():
+        await asyncio.sleep(0)
+        return 1
+
+    async def bad():
+        await asyncio.sleep(0)
+        raise ValueError("bad")
+
+    async def main(n):
+        for i in range(n):
+            try:
+                sync_call(ok() if i % 2 else bad())
+            except ValueError:
+                pass
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        for _ in range(n):
+            sync_call(fut)   # done already: no suspension
+
+    with asyncio.Runner(loop_factory=goloop.new_event_loop) as runner:
+        runner.run(main(2_000))   # warm-up: free lists, caches
+        gc.collect()
+        blocks0 = sys.getallocatedblocks()
+        runner.run(main(20_000))
+        gc.collect()
+        grown = sys.getallocatedblocks() - blocks0
+    assert grown < 300, grown
