@@ -178,8 +178,6 @@ mod_stats(PyObject *module, PyObject *args, PyObject *kwargs)
         }
         return d;
     }
-    int64_t loops, ready, timers, fds, preempted;
-    gl_trace_running_totals(&loops, &ready, &timers, &fds, &preempted);
     if (dict_set_u64(d, "stacks_in_use", s.stacks_in_use) < 0
             || dict_set_u64(d, "stacks_cached", s.stacks_cached) < 0
             || dict_set_u64(d, "stacks_mapped", s.stacks_mapped) < 0
@@ -193,11 +191,7 @@ mod_stats(PyObject *module, PyObject *args, PyObject *kwargs)
             || gl_core_stats(st, d) < 0
             || gl_preempt_stats(st, d) < 0
             || dict_set_u64(d, "callbacks", st->core ? st->core->callbacks : 0) < 0
-            || dict_set_i64(d, "loops_running", loops) < 0
-            || dict_set_i64(d, "ready", ready) < 0
-            || dict_set_i64(d, "timers", timers) < 0
-            || dict_set_i64(d, "fds", fds) < 0
-            || dict_set_i64(d, "steps_preempted", preempted) < 0
+            || gl_loops_running_stats(d) < 0
             || dict_set_i64(d, "rss", gl_trace_rss()) < 0
             || apply_baseline(d, reset) < 0) {
         Py_DECREF(d);

@@ -3,7 +3,7 @@
  * period on stderr, as Go's GODEBUG=schedtrace=<ms> prints its scheduler.
  *
  *   goloop: 2003ms: loop=1 thread=4242 steps=1507 callbacks=12 preempt=9
- *       longest=10.214ms running=0ms ready=0 timers=2 fds=1 preempted=1
+ *       longest=10.214ms stuck=0ms ready=0 timers=2 fds=1 preempted=1
  *       stacks=3/5 rss=31.2MiB
  *
  * (one line; the README's "Scheduler trace" documents every field).
@@ -34,10 +34,13 @@
  * What a line says: counters (steps, callbacks, preempt) are what the loop
  * did since the previous line; longest is the longest stretch of a task
  * step that ended in the period (loop.c measures it from the readings the
- * step's start and end already take); running is how long the step or
- * callback running now has been seen running by the trace — a lower bound,
- * to the period: a loop stuck in one step shows it growing by a period per
- * line while steps stay at 0.  The gauges (ready, timers, fds, preempted)
+ * step's start and end already take); stuck is how long the loop has
+ * been seen busy without finishing a step or a callback or coming back
+ * from a wait for I/O — a lower bound, to a period: a loop stuck in one
+ * step (not preemptible, or a long callback) shows it growing by a period
+ * per line while steps stays at 0.  (The loop marks nothing per step for
+ * it: the counters it keeps anyway, and a mark around each wait that may
+ * block.)  The gauges (ready, timers, fds, preempted)
  * are as the loop published them at the start of its current iteration;
  * stacks and rss are the process's, now.
  *
@@ -77,6 +80,7 @@ static pthread_t thread;
 static int running, stopping, paused;
 static long fork_tid;                /* the thread that forks (pause) */
 static _Atomic uint64_t last_id;
+_Atomic int gl_trace_on;             /* == running, for the loops to read */
 
 static long
 this_tid(void)
@@ -129,18 +133,19 @@ typedef struct {
     uint64_t id;
     long tid;
     uint64_t steps, callbacks, preemptions;
-    int64_t longest_ns, running_ns, ready, timers, fds, preempted;
+    int64_t longest_ns, stuck_ns, ready, timers, fds, preempted;
 } line_data;
 
 /* Copy l's counters for a line at `now` (mu held): the differences since
- * the last line, and how long its running step has been seen. */
+ * the last line, and how long it has been seen stuck. */
 static void
 take(gl_trace_loop *l, int64_t now, line_data *d)
 {
     uint64_t steps = atomic_load_explicit(&l->steps, memory_order_relaxed);
     uint64_t callbacks = atomic_load_explicit(&l->callbacks, memory_order_relaxed);
     uint64_t preemptions = atomic_load_explicit(&l->preemptions, memory_order_relaxed);
-    uint64_t seq = atomic_load_explicit(&l->running, memory_order_relaxed);
+    uint64_t polls = atomic_load_explicit(&l->polls, memory_order_relaxed);
+    int polling = atomic_load_explicit(&l->polling, memory_order_relaxed);
     d->id = l->id;
     d->tid = l->tid;
     d->steps = steps - l->seen_steps;
@@ -150,13 +155,15 @@ take(gl_trace_loop *l, int64_t now, line_data *d)
     l->seen_callbacks = callbacks;
     l->seen_preemptions = preemptions;
     d->longest_ns = atomic_exchange_explicit(&l->period_longest_ns, 0, memory_order_relaxed);
-    if (seq == 0 || seq != l->seen_running) {
-        l->seen_running = seq;
-        l->running_seen_at = now;
-        d->running_ns = 0;
+    /* Stuck: it has neither finished a step or a callback nor come back
+     * from a wait for I/O since the last line, and does not wait now. */
+    if (polling || d->steps != 0 || d->callbacks != 0 || polls != l->seen_polls) {
+        l->progress_seen_at = now;
+        d->stuck_ns = 0;
     }
     else
-        d->running_ns = now - l->running_seen_at;
+        d->stuck_ns = now - l->progress_seen_at;
+    l->seen_polls = polls;
     d->ready = atomic_load_explicit(&l->ready, memory_order_relaxed);
     d->timers = atomic_load_explicit(&l->timers, memory_order_relaxed);
     d->fds = atomic_load_explicit(&l->fds, memory_order_relaxed);
@@ -200,12 +207,12 @@ print_period(int64_t at, const line_data *lines, int n, int64_t left_out)
         const line_data *d = &lines[i];
         int len = snprintf(buf, sizeof buf,
                            "goloop: %lldms: loop=%llu thread=%ld steps=%llu callbacks=%llu "
-                           "preempt=%llu longest=%.3fms running=%lldms ready=%lld timers=%lld "
+                           "preempt=%llu longest=%.3fms stuck=%lldms ready=%lld timers=%lld "
                            "fds=%lld preempted=%lld stacks=%llu/%llu rss=%.1fMiB\n",
                            ms, (unsigned long long)d->id, d->tid,
                            (unsigned long long)d->steps, (unsigned long long)d->callbacks,
                            (unsigned long long)d->preemptions, (double)d->longest_ns / 1e6,
-                           (long long)(d->running_ns / 1000000), (long long)d->ready,
+                           (long long)(d->stuck_ns / 1000000), (long long)d->ready,
                            (long long)d->timers, (long long)d->fds, (long long)d->preempted,
                            (unsigned long long)s.stacks_in_use,
                            (unsigned long long)s.stacks_cached, rss_mib);
@@ -277,6 +284,7 @@ start(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err == 0) {
         running = 1;
+        atomic_store(&gl_trace_on, 1);
         return;
     }
     static const char msg[] = "goloop: GOLOOP_SCHEDTRACE: cannot start the trace thread\n";
@@ -291,6 +299,7 @@ stop(void)
 {
     if (!running)
         return;
+    atomic_store(&gl_trace_on, 0);
     stopping = 1;
     pthread_cond_signal(&cv);
     pthread_t t = thread;
@@ -316,7 +325,8 @@ gl_trace_register(gl_trace_loop *l)
     l->seen_steps = atomic_load_explicit(&l->steps, memory_order_relaxed);
     l->seen_callbacks = atomic_load_explicit(&l->callbacks, memory_order_relaxed);
     l->seen_preemptions = atomic_load_explicit(&l->preemptions, memory_order_relaxed);
-    l->seen_running = 0;
+    l->seen_polls = atomic_load_explicit(&l->polls, memory_order_relaxed);
+    l->progress_seen_at = gl_nanotime();
     atomic_store_explicit(&l->period_longest_ns, 0, memory_order_relaxed);
     l->next = loops;
     loops = l;
@@ -343,20 +353,15 @@ gl_trace_unregister(gl_trace_loop *l)
     pthread_mutex_unlock(&mu);
 }
 
-void
-gl_trace_running_totals(int64_t *n, int64_t *ready, int64_t *timers, int64_t *fds,
-                        int64_t *preempted)
+int64_t
+gl_trace_foreach(void (*fn)(gl_trace_loop *l, void *arg), void *arg)
 {
-    *ready = *timers = *fds = *preempted = 0;
     pthread_mutex_lock(&mu);
-    *n = n_loops;
-    for (gl_trace_loop *l = loops; l != NULL; l = l->next) {
-        *ready += atomic_load_explicit(&l->ready, memory_order_relaxed);
-        *timers += atomic_load_explicit(&l->timers, memory_order_relaxed);
-        *fds += atomic_load_explicit(&l->fds, memory_order_relaxed);
-        *preempted += atomic_load_explicit(&l->preempted, memory_order_relaxed);
-    }
+    int64_t n = n_loops;
+    for (gl_trace_loop *l = loops; l != NULL; l = l->next)
+        fn(l, arg);
     pthread_mutex_unlock(&mu);
+    return n;
 }
 
 /* ---- module functions -------------------------------------------------- */
@@ -433,6 +438,7 @@ mod_schedtrace_forget(PyObject *module, PyObject *unused)
     (void)unused;
     pthread_mutex_lock(&mu);
     running = 0;   /* joined before the fork (pause) */
+    atomic_store(&gl_trace_on, 0);
     stopping = 0;
     paused = 0;
     long tid = this_tid();

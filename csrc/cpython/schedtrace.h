@@ -24,18 +24,19 @@ typedef struct gl_trace_loop {
     _Atomic uint64_t callbacks;      /* plain callbacks run */
     _Atomic uint64_t preemptions;    /* stretches of its steps that ended
                                         preempted */
+    _Atomic uint64_t polls;          /* waits for I/O that may block, ended */
+    _Atomic int polling;             /* in such a wait now */
     _Atomic int64_t period_longest_ns;  /* longest stretch since the trace's
                                         last line (the trace swaps in 0) */
-    _Atomic uint64_t running;        /* sequence number of the step or
-                                        callback running now, or 0 */
-    _Atomic int64_t ready, timers, fds, preempted;   /* gauges, published at
-                                        each iteration */
+    _Atomic int64_t ready, timers, fds, preempted;   /* gauges, published
+                                        while the trace runs (gl_trace_on) */
     /* Set when registered. */
     uint64_t id;                     /* the loop's number, from 1 */
     long tid;                        /* its thread's id (gettid) */
     /* The trace thread's own (under its mutex). */
-    uint64_t seen_steps, seen_callbacks, seen_preemptions, seen_running;
-    int64_t running_seen_at;         /* when it first saw seen_running */
+    uint64_t seen_steps, seen_callbacks, seen_preemptions, seen_polls;
+    int64_t progress_seen_at;        /* when it last saw the loop finish a
+                                        step, a callback or a wait, or wait */
     struct gl_trace_loop *next;
 } gl_trace_loop;
 
@@ -46,9 +47,11 @@ uint64_t gl_trace_next_id(void);
  * last.  Unregistering a loop that is not registered does nothing. */
 void gl_trace_register(gl_trace_loop *l);
 void gl_trace_unregister(gl_trace_loop *l);
-/* Sums of the gauges of the running loops, and how many run. */
-void gl_trace_running_totals(int64_t *loops, int64_t *ready, int64_t *timers, int64_t *fds,
-                             int64_t *preempted);
+/* Is the trace thread running (the loops then publish their gauges)? */
+extern _Atomic int gl_trace_on;
+/* Call fn(l, arg) for each running loop (under the trace's mutex: fn must
+ * not register or unregister); returns how many. */
+int64_t gl_trace_foreach(void (*fn)(gl_trace_loop *l, void *arg), void *arg);
 /* Resident set size in bytes (/proc/self/statm), or -1. */
 int64_t gl_trace_rss(void);
 /* _schedtrace_configure, _schedtrace_pause/_resume/_forget (fork hooks):

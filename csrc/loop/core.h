@@ -363,6 +363,9 @@ extern PyType_Spec gl_loop_core_spec;
 /* stats(loop): the loop's counters and gauges into d; reset: its counters
  * start again from 0 after.  -1 with TypeError if loop is not a LoopCore. */
 int gl_loop_stats(gl_module_state *st, PyObject *loop, PyObject *d, int reset);
+/* stats(): loops_running, and ready, timers, fds, steps_preempted summed
+ * over the running loops. */
+int gl_loops_running_stats(PyObject *d);
 /* The module's definition (module.c), to find its state from a type. */
 PyModuleDef *gl_module_def(void);
 extern PyMethodDef gl_core_methods[];

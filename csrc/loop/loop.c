@@ -76,12 +76,15 @@
  * the whole step: a resumed stretch's own is the difference from the
  * worker's time before it).  No clock read, no Python call per step: a few
  * relaxed atomic stores (plain stores), which the trace thread reads.
- * Callbacks are counted, not timed (their start reads no clock).  Around
- * each step or callback the loop stores a sequence number in `running`,
- * from which the trace tells a loop stuck in one step.  Gauges (ready
- * queue, timers, fds, preempted steps waiting) are published for the trace
- * twice per iteration, before the poll and before the batch; stats(loop)
- * reads them live.
+ * Callbacks are counted, not timed (their start reads no clock).  The
+ * trace tells a loop stuck in one step from these counters and from a mark
+ * around each wait for I/O that may block (`polling`, `polls`): nothing
+ * else per step.  The gauges (ready queue, timers, preempted steps
+ * waiting) are published for it, while it runs, at the start of each batch
+ * and before a poll that may block; the fds watched when a reader or
+ * writer comes or goes (one registered through the Poller's own
+ * register() shows at the next of those).
+ * stats(loop) reads them all live.
  */
 #include "core.h"
 
@@ -117,7 +120,6 @@ typedef struct {
     char registered;                 /* with the trace, while run_forever runs */
     /* statistics (see top) */
     gl_trace_loop trace;             /* what the trace thread reads too */
-    uint64_t entry_seq;              /* the last step or callback begun */
     uint64_t base_steps, base_callbacks, base_preemptions;   /* stats(reset=True) */
     int64_t longest_ns;              /* longest stretch since then */
 } CoreObject;
@@ -133,16 +135,19 @@ bump(_Atomic uint64_t *counter, uint64_t n)
                           memory_order_relaxed);
 }
 
+/* Around a wait for I/O that may block: the trace tells a loop waiting
+ * from one stuck (schedtrace.c). */
 static inline void
-entry_begin(CoreObject *self)
+wait_begin(CoreObject *self)
 {
-    atomic_store_explicit(&self->trace.running, ++self->entry_seq, memory_order_relaxed);
+    atomic_store_explicit(&self->trace.polling, 1, memory_order_relaxed);
 }
 
 static inline void
-entry_end(CoreObject *self)
+wait_end(CoreObject *self)
 {
-    atomic_store_explicit(&self->trace.running, 0, memory_order_relaxed);
+    atomic_store_explicit(&self->trace.polling, 0, memory_order_relaxed);
+    bump(&self->trace.polls, 1);
 }
 
 /* A stretch of a task step ran for ns (preempted: it ended so). */
@@ -175,17 +180,27 @@ live_timers(CoreObject *self)
                                                  : 0;
 }
 
-/* The gauges, for the trace thread (fds: -1 with a selector that is not
- * goloop's Poller, whose registrations only Python code can count). */
-static void
+/* The gauges, for the trace thread while it runs: at the start of each
+ * batch, and before a poll that may block. */
+static inline void
 publish_gauges(CoreObject *self)
 {
+    if (!atomic_load_explicit(&gl_trace_on, memory_order_relaxed))
+        return;
     gl_trace_loop *t = &self->trace;
     atomic_store_explicit(&t->ready, (int64_t)self->ready.n, memory_order_relaxed);
     atomic_store_explicit(&t->timers, live_timers(self), memory_order_relaxed);
-    atomic_store_explicit(&t->fds, self->poller ? (int64_t)gl_poller_count(self->poller) : -1,
-                          memory_order_relaxed);
     atomic_store_explicit(&t->preempted, (int64_t)queue_len(self), memory_order_relaxed);
+}
+
+/* The fds watched, when they change (-1 with a selector that is not
+ * goloop's Poller, whose registrations only Python code can count). */
+static void
+publish_fds(CoreObject *self)
+{
+    atomic_store_explicit(&self->trace.fds,
+                          self->poller ? (int64_t)gl_poller_count(self->poller) : -1,
+                          memory_order_relaxed);
 }
 
 static inline double
@@ -734,6 +749,7 @@ add_watch(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     Py_DECREF(cbargs);
     if (h != NULL && gl_poller_add(p, args[0], event, h) < 0)
         Py_CLEAR(h);
+    publish_fds(self);
     return h;
 }
 
@@ -744,6 +760,7 @@ remove_watch(CoreObject *self, PyObject *fd, int event)
         Py_RETURN_FALSE;
     PollerObject *p = poller_of(self);
     int r = p ? gl_poller_remove(p, fd, event) : -1;
+    publish_fds(self);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -815,6 +832,7 @@ on_fd_ready(void *arg, PyObject *handle, int fd, int event)
     PyObject *fileobj = Py_XNewRef(gl_poller_fileobj(self->poller, fd));
     int r = fileobj ? gl_poller_remove(self->poller, fileobj, event) : 0;
     Py_XDECREF(fileobj);
+    publish_fds(self);
     return r < 0 ? -1 : 0;
 }
 
@@ -833,11 +851,15 @@ poll_native(CoreObject *self, int busy)
                   : t <= 0 ? 0 : (int64_t)(t * 1e9) + 1;
     }
     self->sleeping = timeout != 0;
-    if (timeout != 0)
+    if (timeout != 0) {
         gl_preempt_poll_enter(self->st);
+        wait_begin(self);
+    }
     int n = gl_poller_wait(self->poller, timeout, on_fd_ready, self);
-    if (timeout != 0)
+    if (timeout != 0) {
+        wait_end(self);
         gl_preempt_poll_exit(self->st);
+    }
     self->sleeping = 0;
     self->last_poll = gl_nanotime();
     gl_preempt_clock_note(self->st, self->last_poll);
@@ -871,7 +893,11 @@ poll(CoreObject *self, int busy)
     }
     /* From here a thread's call_soon_threadsafe must wake us (see top). */
     self->sleeping = !busy;
+    if (!busy)
+        wait_begin(self);
     PyObject *events = PyObject_CallMethodOneArg(selector, c->str_select, timeout);
+    if (!busy)
+        wait_end(self);
     self->sleeping = 0;
     self->last_poll = gl_nanotime();
     Py_DECREF(selector);
@@ -888,7 +914,6 @@ poll(CoreObject *self, int busy)
 static int
 run_entry(CoreObject *self, gl_ready_entry e, gl_step_end *end)
 {
-    entry_begin(self);
     int rc;
     if (e.step && self->goroutines) {
         /* How the stretch ended, for the statistics (see top). */
@@ -915,7 +940,6 @@ run_entry(CoreObject *self, gl_ready_entry e, gl_step_end *end)
         }
         rc = gl_handle_run(core_of(self), e.handle, 0);
     }
-    entry_end(self);
     return rc;
 }
 
@@ -1017,9 +1041,7 @@ resume_preempted(CoreObject *self)
         ran_before = ((GoroutineObject *)head)->step_ran_ns;
     Py_XDECREF(head);
     gl_step_end end = {0, 0, NULL};
-    entry_begin(self);
     PyObject *r = gl_step_resume(self->st, self->preempted, NULL, &end);
-    entry_end(self);
     if (queue_len(self) >= waiting)   /* popped, and appended again */
         count_stretch(self, end.ran_ns - ran_before, 1);
     else if (r != NULL || end.ran_ns > 0)   /* finished (or raised) */
@@ -1041,8 +1063,9 @@ run_once(CoreObject *self)
     Py_ssize_t waiting = preempted_count(self);
     if (waiting < 0)
         return -1;
-    publish_gauges(self);
     int busy = self->ready.n > 0 || self->stopping || waiting > 0;
+    if (!busy)
+        publish_gauges(self);   /* what it holds while it sleeps */
     int64_t now = gl_preempt_clock(self->st);   /* the last step's end, if any */
     if (!busy || now - self->last_poll >= POLL_SKIP_NS) {
         if (poll(self, busy) < 0)
@@ -1143,6 +1166,8 @@ core_run_until_stopped(CoreObject *self, PyObject *unused)
     if (traced) {
         self->registered = 1;
         gl_trace_register(&self->trace);
+        publish_fds(self);
+        publish_gauges(self);
     }
     gl_preempt_clock_note(self->st, 0);   /* what ran before this run */
     for (;;) {
@@ -1166,7 +1191,6 @@ core_run_until_stopped(CoreObject *self, PyObject *unused)
         gl_trace_unregister(&self->trace);
         self->registered = 0;
     }
-    entry_end(self);   /* a KeyboardInterrupt may have left one marked */
     Py_CLEAR(self->pool);
     Py_DECREF(method);
     return Py_XNewRef(result);
@@ -1385,6 +1409,7 @@ set_selector(CoreObject *self, PyObject *value, void *unused)
     Py_CLEAR(self->poller);
     if (value != NULL && Py_IS_TYPE(value, self->st->poller_type))
         self->poller = (PollerObject *)Py_NewRef(value);
+    publish_fds(self);
     return 0;
 }
 
@@ -1590,6 +1615,29 @@ python_selector_fds(CoreObject *self)
     if (n < 0)
         PyErr_Clear();
     return n;
+}
+
+/* stats(): the gauges summed over the running loops, read live (with the
+ * GIL, under which the loops change them). */
+static void
+add_gauges(gl_trace_loop *l, void *arg)
+{
+    CoreObject *self = (CoreObject *)((char *)l - offsetof(CoreObject, trace));
+    int64_t *sum = arg;
+    sum[0] += (int64_t)self->ready.n;
+    sum[1] += live_timers(self);
+    sum[2] += self->poller ? (int64_t)gl_poller_count(self->poller) : 0;
+    sum[3] += (int64_t)queue_len(self);
+}
+
+int
+gl_loops_running_stats(PyObject *d)
+{
+    int64_t sum[4] = {0, 0, 0, 0};
+    int64_t n = gl_trace_foreach(add_gauges, sum);
+    return put_i64(d, "loops_running", n) < 0 || put_i64(d, "ready", sum[0]) < 0
+           || put_i64(d, "timers", sum[1]) < 0 || put_i64(d, "fds", sum[2]) < 0
+           || put_i64(d, "steps_preempted", sum[3]) < 0 ? -1 : 0;
 }
 
 int
