@@ -28,8 +28,11 @@
  * the last, so a process with no loop running has no thread of goloop's; it
  * is stopped around os.fork() (the fork hooks in goloop/__init__.py; Python
  * 3.12+ warns when a multi-threaded process forks) and started again in the
- * parent; in the child, the loop of the thread that forked (if it was
- * running one) is traced on, the others' threads are gone.
+ * parent.  The child traces none of the loops it inherits: the others'
+ * threads are gone, and a child forked from a running loop's thread almost
+ * always does something else (a ProcessPoolExecutor's worker, forked from
+ * run_in_executor) — its trace would show a loop stuck for ever.  A loop
+ * the child runs (run_forever) is traced from then on.
  *
  * What a line says: counters (steps, callbacks, preempt) are what the loop
  * did since the previous line; longest is the longest stretch of a task
@@ -78,7 +81,6 @@ static int64_t period_ns;            /* 0: no trace */
 static int64_t origin_ns;            /* the lines' times count from here */
 static pthread_t thread;
 static int running, stopping, paused;
-static long fork_tid;                /* the thread that forks (pause) */
 static _Atomic uint64_t last_id;
 _Atomic int gl_trace_on;             /* == running, for the loops to read */
 
@@ -411,7 +413,6 @@ mod_schedtrace_pause(PyObject *module, PyObject *unused)
     (void)unused;
     pthread_mutex_lock(&mu);
     paused = 1;
-    fork_tid = this_tid();
     stop();
     pthread_mutex_unlock(&mu);
     Py_RETURN_NONE;
@@ -429,33 +430,26 @@ mod_schedtrace_resume(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* In the child: only the thread that forked is left; its loop, if it runs
- * one, is traced on (with the child's thread id). */
+/* In the child (see top): the thread is gone (joined before the fork),
+ * and no loop is traced until one runs again.  A loop still registered
+ * here, whose run_forever ends in the child, finds itself not registered:
+ * unregistering it does nothing. */
 static PyObject *
 mod_schedtrace_forget(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
     pthread_mutex_lock(&mu);
-    running = 0;   /* joined before the fork (pause) */
+    running = 0;
     atomic_store(&gl_trace_on, 0);
     stopping = 0;
     paused = 0;
-    long tid = this_tid();
-    n_loops = 0;
-    for (gl_trace_loop **link = &loops; *link != NULL;) {
-        gl_trace_loop *l = *link;
-        if (l->tid == fork_tid) {
-            l->tid = tid;
-            n_loops++;
-            link = &l->next;
-        }
-        else {
-            *link = l->next;
-            l->next = NULL;
-        }
+    for (gl_trace_loop *l = loops, *next; l != NULL; l = next) {
+        next = l->next;
+        l->next = NULL;
     }
-    start();
+    loops = NULL;
+    n_loops = 0;
     pthread_mutex_unlock(&mu);
     Py_RETURN_NONE;
 }
@@ -474,8 +468,8 @@ PyMethodDef gl_schedtrace_methods[] = {
      "_schedtrace_resume()\n--\n\nStart it again if a loop runs (after a fork, in "
      "the parent)."},
     {"_schedtrace_forget", mod_schedtrace_forget, METH_NOARGS,
-     "_schedtrace_forget()\n--\n\nAfter a fork, in the child: forget the loops of "
-     "the threads that are gone."},
+     "_schedtrace_forget()\n--\n\nAfter a fork, in the child: trace none of the "
+     "loops inherited."},
     {NULL, NULL, 0, NULL}
 };
 

@@ -356,8 +356,9 @@ def test_schedtrace_prints_while_stuck(run_python):
 
 
 THREADS_PROGRAM = r"""
-import asyncio, json, os, threading, warnings
+import asyncio, json, os, threading, time, warnings
 import goloop
+from goloop import _goloop
 
 async def nap():
     await asyncio.sleep(0.4)
@@ -378,7 +379,9 @@ async def main():
         warnings.simplefilter("error")
         pid = os.fork()
         if pid == 0:
-            os._exit(0)
+            # The child traces none of the loops it inherits.
+            time.sleep(0.15)
+            os._exit(3 if _goloop._schedtrace_period()[1] else 0)
     _, status = os.waitpid(pid, 0)
     await asyncio.sleep(0.3)
     return status
@@ -394,7 +397,7 @@ def test_schedtrace_loops_in_threads_and_fork(run_python):
     p = run_python(THREADS_PROGRAM, env={"GOLOOP_SCHEDTRACE": "50ms"}, timeout=120)
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout.splitlines()[-1])
-    assert info["status"] == 0
+    assert info["status"] == 0, info
     lines = parse(p.stderr)
     by_thread = {}
     for x in lines:
