@@ -338,6 +338,8 @@ def test_schedtrace_prints_while_stuck(run_python):
     assert {x["thread"] for x in lines} == {info["thread"]}
     times = [x["t"] for x in lines]
     assert times == sorted(times)
+    # Asleep in its poll (the first 0.3 s) a loop is not stuck.
+    assert lines[0]["stuck"] == 0 and lines[1]["stuck"] == 0, lines[:2]
     # While stuck in the 1 s step, lines keep coming and say so.
     stuck = [x for x in lines if x["stuck"] > 0]
     assert len(stuck) >= 5, lines
