@@ -79,6 +79,38 @@ def _apply_env():
 
 _apply_env()
 
+SCHEDTRACE_ENV = "GOLOOP_SCHEDTRACE"
+
+
+def _parse_schedtrace(text):
+    """GOLOOP_SCHEDTRACE's period: '<ms>' or '<ms>ms' (as Go's
+    GODEBUG=schedtrace=<ms>), 0 or empty for none; ValueError otherwise."""
+    s = text.strip().lower()
+    if s.endswith("ms"):
+        s = s[:-2].strip()
+    try:
+        ms = int(s) if s else 0
+    except ValueError:
+        ms = -1
+    if not 0 <= ms <= 86_400_000:
+        raise ValueError(
+            f"{SCHEDTRACE_ENV}={text!r} is not a period: a whole number of milliseconds "
+            "from 1 to 86400000 (0 or empty: no trace)") from None
+    return ms
+
+
+def _apply_schedtrace():
+    """The scheduler trace (csrc/cpython/schedtrace.c): a line per running
+    loop every GOLOOP_SCHEDTRACE ms on stderr, printed by a thread of its own
+    that runs only while a loop runs, and is stopped around os.fork()."""
+    _goloop._schedtrace_configure(_parse_schedtrace(_os.environ.get(SCHEDTRACE_ENV, "")))
+    _os.register_at_fork(before=_goloop._schedtrace_pause,
+                         after_in_parent=_goloop._schedtrace_resume,
+                         after_in_child=_goloop._schedtrace_forget)
+
+
+_apply_schedtrace()
+
 from . import _api  # noqa: E402
 from ._api import install, new_event_loop, run  # noqa: E402
 from ._preempt import PreemptionWarning, atomic, preemptible_packages  # noqa: E402

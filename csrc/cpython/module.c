@@ -104,16 +104,80 @@ dict_set_u64(PyObject *d, const char *key, uint64_t v)
     return r;
 }
 
-static PyObject *
-mod_stats(PyObject *module, PyObject *unused)
+/* stats(reset=True) without a loop: the process-wide counters count again
+ * from 0.  The counters themselves only grow (the runtime's, sysmon's and
+ * the glue's are read by other code, and the scheduler trace takes
+ * differences), so what is reset is this baseline, subtracted from them;
+ * process-wide, as the runtime's counters are. */
+static const char *const COUNTERS[] = {
+    "stacks_mapped", "stacks_reused", "stacks_trimmed", "goroutines_started",
+    "goroutines_finished", "steps", "preemptions", "preempt_declined", "preempt_deferred",
+    "preempt_withheld", "steps_held_back", "preempt_requests", "sysmon_wakeups", "callbacks",
+};
+#define N_COUNTERS (sizeof COUNTERS / sizeof COUNTERS[0])
+static uint64_t baseline[N_COUNTERS];
+
+/* d's counters less the baseline; reset: the baseline becomes them. */
+static int
+apply_baseline(PyObject *d, int reset)
 {
-    (void)unused;
+    for (size_t i = 0; i < N_COUNTERS; i++) {
+        PyObject *v = PyDict_GetItemString(d, COUNTERS[i]);   /* borrowed */
+        if (v == NULL)
+            continue;
+        uint64_t raw = PyLong_AsUnsignedLongLong(v);
+        if (raw == (uint64_t)-1 && PyErr_Occurred())
+            return -1;
+        if (dict_set_u64(d, COUNTERS[i], raw >= baseline[i] ? raw - baseline[i] : raw) < 0)
+            return -1;
+        if (reset)
+            baseline[i] = raw;
+    }
+    return 0;
+}
+
+static int
+dict_set_i64(PyObject *d, const char *key, int64_t v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL)
+        return -1;
+    int r = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return r;
+}
+
+/* The process-wide gauges stats(loop) shows beside the loop's own. */
+static int
+process_gauges(gl_module_state *st, PyObject *d, const gl_stats *s)
+{
+    return dict_set_u64(d, "stacks_in_use", s->stacks_in_use) < 0
+           || dict_set_u64(d, "stacks_cached", s->stacks_cached) < 0
+           || dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
+           || dict_set_i64(d, "rss", gl_trace_rss()) < 0 ? -1 : 0;
+}
+
+static PyObject *
+mod_stats(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"loop", "reset", NULL};
+    PyObject *loop = Py_None;
+    int reset = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O$p:stats", kwlist, &loop, &reset))
+        return NULL;
     gl_module_state *st = get_state(module);
     gl_stats s;
     gl_get_stats(&s);
     PyObject *d = PyDict_New();
     if (d == NULL)
         return NULL;
+    if (loop != Py_None) {
+        if (gl_loop_stats(st, loop, d, reset) < 0 || process_gauges(st, d, &s) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+        return d;
+    }
     if (dict_set_u64(d, "stacks_in_use", s.stacks_in_use) < 0
             || dict_set_u64(d, "stacks_cached", s.stacks_cached) < 0
             || dict_set_u64(d, "stacks_mapped", s.stacks_mapped) < 0
@@ -125,10 +189,17 @@ mod_stats(PyObject *module, PyObject *unused)
             || dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0
             || gl_steps_stats(st, d) < 0
             || gl_core_stats(st, d) < 0
-            || gl_preempt_stats(st, d) < 0) {
+            || gl_preempt_stats(st, d) < 0
+            || dict_set_u64(d, "callbacks", st->core ? st->core->callbacks : 0) < 0
+            || gl_loops_running_stats(d) < 0
+            || dict_set_i64(d, "rss", gl_trace_rss()) < 0
+            || apply_baseline(d, reset) < 0) {
         Py_DECREF(d);
         return NULL;
     }
+    if (reset)
+        st->longest_step_ns = 0;   /* a maximum: reset itself (under the GIL,
+                                      as preempt.c updates it) */
     return d;
 }
 
@@ -182,9 +253,12 @@ static PyMethodDef module_methods[] = {
      "created from now on."},
     {"get_default_stack_size", mod_get_default_stack_size, METH_NOARGS,
      "get_default_stack_size()\n--\n\n"},
-    {"stats", mod_stats, METH_NOARGS,
-     "stats()\n--\n\nRuntime counters: stacks, goroutines, task steps, "
-     "preemptions, sysmon."},
+    {"stats", (PyCFunction)(void (*)(void))mod_stats, METH_VARARGS | METH_KEYWORDS,
+     "stats(loop=None, *, reset=False)\n--\n\nRuntime counters and gauges: stacks, "
+     "goroutines, task steps, callbacks, preemptions, sysmon, the running loops' "
+     "queues, RSS.  With a goloop loop: that loop's counters and gauges, and the "
+     "process's stacks and RSS.  reset=True: the counters (not the gauges) count "
+     "from 0 again after this reading (the loop's, or with no loop the process's)."},
     {"_stack_depth", mod_stack_depth, METH_NOARGS,
      "_stack_depth()\n--\n\nBytes of the running goroutine's stack in use "
      "(0 outside one); for tests."},
@@ -234,6 +308,7 @@ module_exec(PyObject *module)
             || gl_steps_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_await_methods) < 0
             || PyModule_AddFunctions(module, gl_preempt_methods) < 0
+            || PyModule_AddFunctions(module, gl_schedtrace_methods) < 0
             || gl_preempt_init(module, st) < 0
             || PyModule_AddFunctions(module, gl_locks_methods) < 0
             || gl_locks_init(module, st) < 0

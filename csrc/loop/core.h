@@ -49,6 +49,7 @@
 #define GOLOOP_CORE_H
 
 #include "glue.h"
+#include "schedtrace.h"
 
 #if GL_PY_SUPPORTED && GL_ARCH_SUPPORTED
 
@@ -86,6 +87,8 @@ struct gl_core {
     Py_ssize_t off_callback, off_args, off_cancelled, off_loop,
                off_source_traceback, off_repr, off_context;
     Py_ssize_t off_scheduled, off_when;
+    uint64_t callbacks;              /* plain callbacks run by every loop
+                                        (stats(): the loops count their own) */
     PyObject *free_handles[GL_HANDLE_FREELIST];  /* Handles to reuse */
     int n_free_handles;
     PyObject *str_context;           /* interned names */
@@ -247,6 +250,8 @@ int gl_poller_wait(PollerObject *p, int64_t timeout_ns,
 void gl_poller_wake(PollerObject *p);
 /* The file object registered for fd (borrowed), or NULL. */
 PyObject *gl_poller_fileobj(PollerObject *p, int fd);
+/* How many fds are registered (not counting its own eventfd). */
+Py_ssize_t gl_poller_count(PollerObject *p);
 
 /* ---- transport.c, stream.c, datagram.c --------------------------------- */
 
@@ -356,6 +361,12 @@ extern PyType_Spec gl_read_pipe_transport_spec;
 /* ---- loop.c ------------------------------------------------------------ */
 
 extern PyType_Spec gl_loop_core_spec;
+/* stats(loop): the loop's counters and gauges into d; reset: its counters
+ * start again from 0 after.  -1 with TypeError if loop is not a LoopCore. */
+int gl_loop_stats(gl_module_state *st, PyObject *loop, PyObject *d, int reset);
+/* stats(): loops_running, and ready, timers, fds, steps_preempted summed
+ * over the running loops. */
+int gl_loops_running_stats(PyObject *d);
 /* The module's definition (module.c), to find its state from a type. */
 PyModuleDef *gl_module_def(void);
 extern PyMethodDef gl_core_methods[];

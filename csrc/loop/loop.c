@@ -64,6 +64,27 @@
  * the GIL (an executor's) could wait for seconds.  So once per switch
  * interval, before resuming a preempted step while other threads exist,
  * the loop stays out of the GIL for GIL_PAUSE_NS.
+ *
+ * Statistics (goloop.stats(loop), and the scheduler trace: schedtrace.h,
+ * csrc/cpython/schedtrace.c).  The loop counts the task steps it runs
+ * (each stretch of a preempted one too), its plain callbacks, and the
+ * stretches that ended preempted — a stretch that ended with the
+ * preempted queue longer than before (a first stretch) or as long (a
+ * resumed one, popped and appended again) — and keeps the longest
+ * stretch: its time is the one steps.c measured from the readings of the
+ * clock the stretch's start and end take anyway (gl_step_end.ran_ns, over
+ * the whole step: a resumed stretch's own is the difference from the
+ * worker's time before it).  No clock read, no Python call per step: a few
+ * relaxed atomic stores (plain stores), which the trace thread reads.
+ * Callbacks are counted, not timed (their start reads no clock).  The
+ * trace tells a loop stuck in one step from these counters and from a mark
+ * around each wait for I/O that may block (`polling`, `polls`): nothing
+ * else per step.  The gauges (ready queue, timers, preempted steps
+ * waiting) are published for it, while it runs, at the start of each batch
+ * and before a poll that may block; the fds watched when a reader or
+ * writer comes or goes (one registered through the Poller's own
+ * register() shows at the next of those).
+ * stats(loop) reads them all live.
  */
 #include "core.h"
 
@@ -96,7 +117,91 @@ typedef struct {
     PyObject *time_slice;            /* _time_slice: seconds, or None */
     int64_t slice_ns;
     char is_debug, closed, stopping, goroutines, preempt, sleeping;
+    char registered;                 /* with the trace, while run_forever runs */
+    /* statistics (see top) */
+    gl_trace_loop trace;             /* what the trace thread reads too */
+    uint64_t base_steps, base_callbacks, base_preemptions;   /* stats(reset=True) */
+    int64_t longest_ns;              /* longest stretch since then */
 } CoreObject;
+
+/* ---- statistics (see top) ---------------------------------------------- */
+
+/* Counters have one writer, the loop's thread (with the GIL): a relaxed
+ * load and store, not an atomic read-modify-write. */
+static inline void
+bump(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* Around a wait for I/O that may block: the trace tells a loop waiting
+ * from one stuck (schedtrace.c). */
+static inline void
+wait_begin(CoreObject *self)
+{
+    atomic_store_explicit(&self->trace.polling, 1, memory_order_relaxed);
+}
+
+static inline void
+wait_end(CoreObject *self)
+{
+    atomic_store_explicit(&self->trace.polling, 0, memory_order_relaxed);
+    bump(&self->trace.polls, 1);
+}
+
+/* A stretch of a task step ran for ns (preempted: it ended so). */
+static inline void
+count_stretch(CoreObject *self, int64_t ns, int preempted)
+{
+    bump(&self->trace.steps, 1);
+    if (preempted)
+        bump(&self->trace.preemptions, 1);
+    if (ns > self->longest_ns)
+        self->longest_ns = ns;
+    /* The trace thread swaps in 0 each period: a stretch ending at that
+     * instant may count in either period. */
+    if (ns > atomic_load_explicit(&self->trace.period_longest_ns, memory_order_relaxed))
+        atomic_store_explicit(&self->trace.period_longest_ns, ns, memory_order_relaxed);
+}
+
+/* The loop's own queue of preempted steps is an exact deque (core_new):
+ * its length is its size, read without a call. */
+static inline Py_ssize_t
+queue_len(CoreObject *self)
+{
+    return self->preempted ? Py_SIZE(self->preempted) : 0;
+}
+
+static inline int64_t
+live_timers(CoreObject *self)
+{
+    return self->timers.n > self->timers.zombies ? (int64_t)(self->timers.n - self->timers.zombies)
+                                                 : 0;
+}
+
+/* The gauges, for the trace thread while it runs: at the start of each
+ * batch, and before a poll that may block. */
+static inline void
+publish_gauges(CoreObject *self)
+{
+    if (!atomic_load_explicit(&gl_trace_on, memory_order_relaxed))
+        return;
+    gl_trace_loop *t = &self->trace;
+    atomic_store_explicit(&t->ready, (int64_t)self->ready.n, memory_order_relaxed);
+    atomic_store_explicit(&t->timers, live_timers(self), memory_order_relaxed);
+    atomic_store_explicit(&t->preempted, (int64_t)queue_len(self), memory_order_relaxed);
+}
+
+/* The fds watched, when they change (-1 with a selector that is not
+ * goloop's Poller, whose registrations only Python code can count). */
+static void
+publish_fds(CoreObject *self)
+{
+    atomic_store_explicit(&self->trace.fds,
+                          self->poller ? (int64_t)gl_poller_count(self->poller) : -1,
+                          memory_order_relaxed);
+}
 
 static inline double
 seconds(int64_t ns)
@@ -644,6 +749,7 @@ add_watch(CoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     Py_DECREF(cbargs);
     if (h != NULL && gl_poller_add(p, args[0], event, h) < 0)
         Py_CLEAR(h);
+    publish_fds(self);
     return h;
 }
 
@@ -654,6 +760,7 @@ remove_watch(CoreObject *self, PyObject *fd, int event)
         Py_RETURN_FALSE;
     PollerObject *p = poller_of(self);
     int r = p ? gl_poller_remove(p, fd, event) : -1;
+    publish_fds(self);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
@@ -725,6 +832,7 @@ on_fd_ready(void *arg, PyObject *handle, int fd, int event)
     PyObject *fileobj = Py_XNewRef(gl_poller_fileobj(self->poller, fd));
     int r = fileobj ? gl_poller_remove(self->poller, fileobj, event) : 0;
     Py_XDECREF(fileobj);
+    publish_fds(self);
     return r < 0 ? -1 : 0;
 }
 
@@ -743,11 +851,15 @@ poll_native(CoreObject *self, int busy)
                   : t <= 0 ? 0 : (int64_t)(t * 1e9) + 1;
     }
     self->sleeping = timeout != 0;
-    if (timeout != 0)
+    if (timeout != 0) {
         gl_preempt_poll_enter(self->st);
+        wait_begin(self);
+    }
     int n = gl_poller_wait(self->poller, timeout, on_fd_ready, self);
-    if (timeout != 0)
+    if (timeout != 0) {
+        wait_end(self);
         gl_preempt_poll_exit(self->st);
+    }
     self->sleeping = 0;
     self->last_poll = gl_nanotime();
     gl_preempt_clock_note(self->st, self->last_poll);
@@ -781,7 +893,11 @@ poll(CoreObject *self, int busy)
     }
     /* From here a thread's call_soon_threadsafe must wake us (see top). */
     self->sleeping = !busy;
+    if (!busy)
+        wait_begin(self);
     PyObject *events = PyObject_CallMethodOneArg(selector, c->str_select, timeout);
+    if (!busy)
+        wait_end(self);
     self->sleeping = 0;
     self->last_poll = gl_nanotime();
     Py_DECREF(selector);
@@ -798,13 +914,33 @@ poll(CoreObject *self, int busy)
 static int
 run_entry(CoreObject *self, gl_ready_entry e, gl_step_end *end)
 {
+    int rc;
     if (e.step && self->goroutines) {
-        PyObject *r = gl_step_run(self->st, e.handle, self->preempted, self->pool, end);
+        /* How the stretch ended, for the statistics (see top). */
+        gl_step_end own = {0, 0, NULL};
+        gl_step_end *how = end ? end : &own;
+        Py_ssize_t before = queue_len(self);
+        PyObject *r = gl_step_run(self->st, e.handle, self->preempted, self->pool, how);
+        int preempted = queue_len(self) > before;
+        /* Not run at all: held back behind its task's preempted step. */
+        int held_back = r != NULL && !preempted && !how->finished && how->ran_ns == 0;
+        if (!held_back)
+            count_stretch(self, how->ran_ns, preempted);
+        Py_CLEAR(own.handle);   /* before the handle's release (freelist) */
         Py_XDECREF(r);
-        return r ? 0 : -1;
+        rc = r ? 0 : -1;
     }
-    gl_preempt_clock_note(self->st, 0);   /* it may run for a while */
-    return gl_handle_run(core_of(self), e.handle, 0);
+    else {
+        gl_preempt_clock_note(self->st, 0);   /* it may run for a while */
+        if (e.step)
+            bump(&self->trace.steps, 1);   /* goroutines=False: inline, untimed */
+        else {
+            bump(&self->trace.callbacks, 1);
+            core_of(self)->callbacks++;
+        }
+        rc = gl_handle_run(core_of(self), e.handle, 0);
+    }
+    return rc;
 }
 
 /* Debug mode: warn, as asyncio does, of a callback or a whole task step
@@ -896,11 +1032,23 @@ resume_preempted(CoreObject *self)
     }
     self->preempted_since = -1;
     hand_over_gil(self, now);
+    /* The time its step has run so far, to tell this stretch's (see top). */
+    int64_t ran_before = 0;
+    PyObject *head = PySequence_GetItem(self->preempted, 0);
+    if (head == NULL)
+        PyErr_Clear();   /* gl_step_resume reports what is wrong */
+    else if (PyObject_TypeCheck(head, self->st->goroutine_type))
+        ran_before = ((GoroutineObject *)head)->step_ran_ns;
+    Py_XDECREF(head);
     gl_step_end end = {0, 0, NULL};
-    PyObject *r = gl_step_resume(self->st, self->preempted, NULL, self->is_debug ? &end : NULL);
+    PyObject *r = gl_step_resume(self->st, self->preempted, NULL, &end);
+    if (queue_len(self) >= waiting)   /* popped, and appended again */
+        count_stretch(self, end.ran_ns - ran_before, 1);
+    else if (r != NULL || end.ran_ns > 0)   /* finished (or raised) */
+        count_stretch(self, end.ran_ns >= ran_before ? end.ran_ns - ran_before : end.ran_ns, 0);
     Py_XDECREF(r);
     int rc = r ? 0 : -1;
-    if (rc == 0 && end.finished && end.handle != NULL)
+    if (rc == 0 && self->is_debug && end.finished && end.handle != NULL)
         rc = report_if_slow(self, end.handle, end.ran_ns / 1e9);
     Py_XDECREF(end.handle);
     return rc;
@@ -916,6 +1064,8 @@ run_once(CoreObject *self)
     if (waiting < 0)
         return -1;
     int busy = self->ready.n > 0 || self->stopping || waiting > 0;
+    if (!busy)
+        publish_gauges(self);   /* what it holds while it sleeps */
     int64_t now = gl_preempt_clock(self->st);   /* the last step's end, if any */
     if (!busy || now - self->last_poll >= POLL_SKIP_NS) {
         if (poll(self, busy) < 0)
@@ -932,6 +1082,7 @@ run_once(CoreObject *self)
         if (gl_ready_push_hidden(&self->ready, h, 0, hidden) < 0)
             return -1;
     }
+    publish_gauges(self);
     /* The batch: what is ready now, not what it schedules. */
     for (size_t todo = self->ready.n; todo > 0 && self->ready.n > 0; todo--) {
         /* Run off the collector's lists, as it waited (handles.c). */
@@ -1010,6 +1161,14 @@ core_run_until_stopped(CoreObject *self, PyObject *unused)
     }
     Py_XSETREF(self->pool, pool);
     PyObject *result = Py_None;
+    /* Traced while it runs (schedtrace.c), from this thread. */
+    int traced = !self->registered;
+    if (traced) {
+        self->registered = 1;
+        gl_trace_register(&self->trace);
+        publish_fds(self);
+        publish_gauges(self);
+    }
     gl_preempt_clock_note(self->st, 0);   /* what ran before this run */
     for (;;) {
         /* (a subclass's _run_once reaches the core by core_run_once,
@@ -1028,6 +1187,10 @@ core_run_until_stopped(CoreObject *self, PyObject *unused)
         }
     }
     gl_preempt_clock_note(self->st, 0);   /* what runs after it */
+    if (traced) {
+        gl_trace_unregister(&self->trace);
+        self->registered = 0;
+    }
     Py_CLEAR(self->pool);
     Py_DECREF(method);
     return Py_XNewRef(result);
@@ -1246,6 +1409,7 @@ set_selector(CoreObject *self, PyObject *value, void *unused)
     Py_CLEAR(self->poller);
     if (value != NULL && Py_IS_TYPE(value, self->st->poller_type))
         self->poller = (PollerObject *)Py_NewRef(value);
+    publish_fds(self);
     return 0;
 }
 
@@ -1351,6 +1515,7 @@ core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     self->st = st;
     self->preempted_since = -1;
+    self->trace.id = gl_trace_next_id();
     self->slice_ns = 10000000;
     self->goroutines = 1;
     self->preempt = 1;
@@ -1398,6 +1563,8 @@ core_dealloc(CoreObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (self->registered)   /* cannot be: run_forever holds the loop */
+        gl_trace_unregister(&self->trace);
     core_clear(self);
     gl_ready_free(&self->ready);
     gl_timers_free(&self->timers);
@@ -1423,6 +1590,95 @@ PyType_Spec gl_loop_core_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = core_slots,
 };
+
+/* ---- statistics: goloop.stats(loop) ----------------------------------- */
+
+static int
+put_i64(PyObject *d, const char *key, int64_t v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    int r = o ? PyDict_SetItemString(d, key, o) : -1;
+    Py_XDECREF(o);
+    return r;
+}
+
+/* Registrations of a selector that is not goloop's Poller:
+ * len(selector.get_map()), or -1. */
+static int64_t
+python_selector_fds(CoreObject *self)
+{
+    if (self->selector == NULL || self->selector == Py_None)
+        return -1;
+    PyObject *map = PyObject_CallMethod(self->selector, "get_map", NULL);
+    Py_ssize_t n = map ? PyObject_Size(map) : -1;
+    Py_XDECREF(map);
+    if (n < 0)
+        PyErr_Clear();
+    return n;
+}
+
+/* stats(): the gauges summed over the running loops, read live (with the
+ * GIL, under which the loops change them). */
+static void
+add_gauges(gl_trace_loop *l, void *arg)
+{
+    CoreObject *self = (CoreObject *)((char *)l - offsetof(CoreObject, trace));
+    int64_t *sum = arg;
+    sum[0] += (int64_t)self->ready.n;
+    sum[1] += live_timers(self);
+    sum[2] += self->poller ? (int64_t)gl_poller_count(self->poller) : 0;
+    sum[3] += (int64_t)queue_len(self);
+}
+
+int
+gl_loops_running_stats(PyObject *d)
+{
+    int64_t sum[4] = {0, 0, 0, 0};
+    int64_t n = gl_trace_foreach(add_gauges, sum);
+    return put_i64(d, "loops_running", n) < 0 || put_i64(d, "ready", sum[0]) < 0
+           || put_i64(d, "timers", sum[1]) < 0 || put_i64(d, "fds", sum[2]) < 0
+           || put_i64(d, "steps_preempted", sum[3]) < 0 ? -1 : 0;
+}
+
+int
+gl_loop_stats(gl_module_state *st, PyObject *loop, PyObject *d, int reset)
+{
+    if (!PyObject_TypeCheck(loop, st->loop_core_type)) {
+        PyErr_Format(PyExc_TypeError,
+                     "stats() argument 'loop' must be a goloop event loop, not %.200s",
+                     Py_TYPE(loop)->tp_name);
+        return -1;
+    }
+    CoreObject *self = (CoreObject *)loop;
+    gl_trace_loop *t = &self->trace;
+    uint64_t steps = atomic_load_explicit(&t->steps, memory_order_relaxed);
+    uint64_t callbacks = atomic_load_explicit(&t->callbacks, memory_order_relaxed);
+    uint64_t preemptions = atomic_load_explicit(&t->preemptions, memory_order_relaxed);
+    PyObject *longest = PyFloat_FromDouble((double)self->longest_ns / 1e9);
+    if (longest == NULL)
+        return -1;
+    int r = PyDict_SetItemString(d, "longest_step", longest);
+    Py_DECREF(longest);
+    int64_t fds = self->poller ? (int64_t)gl_poller_count(self->poller)
+                  : self->closed ? 0 : python_selector_fds(self);
+    if (r < 0
+            || put_i64(d, "loop_id", (int64_t)t->id) < 0
+            || put_i64(d, "steps", (int64_t)(steps - self->base_steps)) < 0
+            || put_i64(d, "callbacks", (int64_t)(callbacks - self->base_callbacks)) < 0
+            || put_i64(d, "preemptions", (int64_t)(preemptions - self->base_preemptions)) < 0
+            || put_i64(d, "ready", (int64_t)self->ready.n) < 0
+            || put_i64(d, "timers", live_timers(self)) < 0
+            || put_i64(d, "fds", fds) < 0
+            || put_i64(d, "steps_preempted", (int64_t)queue_len(self)) < 0)
+        return -1;
+    if (reset) {
+        self->base_steps = steps;
+        self->base_callbacks = callbacks;
+        self->base_preemptions = preemptions;
+        self->longest_ns = 0;
+    }
+    return 0;
+}
 
 /* ---- module functions -------------------------------------------------- */
 

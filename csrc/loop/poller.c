@@ -65,6 +65,7 @@ struct PollerObject {
     gl_fd *fds;                      /* indexed by fd */
     size_t cap;
     int no_pwait2;                   /* the kernel lacks epoll_pwait2 */
+    Py_ssize_t n_registered;         /* fds with a file object (stats) */
     struct epoll_event events[MAX_EVENTS];
 };
 
@@ -174,6 +175,9 @@ static void
 forget(PollerObject *p, int fd)
 {
     gl_fd e = p->fds[fd];
+    if (e.fileobj != NULL)
+        p->n_registered--;
+    assert(p->n_registered >= 0);
     memset(&p->fds[fd], 0, sizeof p->fds[fd]);
     Py_XDECREF(e.fileobj);
     Py_XDECREF(e.reader);
@@ -218,6 +222,7 @@ gl_poller_add(PollerObject *p, PyObject *fileobj, int event, PyObject *handle)
             return -1;
         gl_fd *e = &p->fds[fd];
         e->fileobj = Py_NewRef(fileobj);
+        p->n_registered++;
         e->events = event;
         if (event == EVENT_READ)
             e->reader = Py_NewRef(handle);
@@ -361,6 +366,13 @@ gl_poller_wake(PollerObject *p)
     }
 }
 
+/* How many fds are registered, for stats() and the scheduler trace. */
+Py_ssize_t
+gl_poller_count(PollerObject *p)
+{
+    return p->n_registered;
+}
+
 /* The file object registered for fd (borrowed), for the loop's removals. */
 PyObject *
 gl_poller_fileobj(PollerObject *p, int fd)
@@ -438,6 +450,7 @@ poller_register(PollerObject *p, PyObject *args, PyObject *kw)
         return NULL;
     gl_fd *e = &p->fds[fd];
     e->fileobj = Py_NewRef(fileobj);
+    p->n_registered++;
     e->events = events;
     set_data(e, data);
     return make_key(p, fd);
