@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from child_env import subprocess_env
 
 import goloop
 
@@ -153,9 +154,8 @@ def test_dump_signal_prints_while_a_task_computes(tmp_path):
 
         goloop.run(main())
     """))
-    env = dict(os.environ, GOLOOP_DUMP_SIGNAL="usr1")
-    proc = subprocess.run([sys.executable, str(program)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-P", str(program)], capture_output=True, text=True,
+                          env=subprocess_env({"GOLOOP_DUMP_SIGNAL": "usr1"}), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n"       # the signal no longer ends it
     start = proc.stderr.index("goloop dump:")
@@ -168,9 +168,8 @@ def test_dump_signal_prints_while_a_task_computes(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["NOPE", "SIG_DFL", "99999"])
-def test_bad_dump_signal_is_a_value_error(value):
-    proc = subprocess.run([sys.executable, "-c", "import goloop"], capture_output=True, text=True,
-                          env=dict(os.environ, GOLOOP_DUMP_SIGNAL=value), timeout=120)
+def test_bad_dump_signal_is_a_value_error(value, run_python):
+    proc = run_python("import goloop", env={"GOLOOP_DUMP_SIGNAL": value})
     assert proc.returncode != 0
     assert "ValueError" in proc.stderr and "GOLOOP_DUMP_SIGNAL" in proc.stderr
 
