@@ -213,7 +213,7 @@ void gl_preempt_deliver_cancels(GoroutineObject *w);
 int gl_preempt_inside_atomic(gl_module_state *st);
 int gl_preempt_in_child_greenlet(gl_module_state *st);
 PyObject *gl_preempt_running_task(gl_module_state *st, PyObject *loop, PyObject *handle);
-int gl_preempt_task_must_cancel(PyObject *task);
+int gl_preempt_task_must_cancel(gl_module_state *st, PyObject *task);
 int gl_preempt_set_task_must_cancel(gl_module_state *st, PyObject *task, int value);
 /* ... and returns how long the stretch ran (ns). */
 int64_t gl_preempt_step_end(gl_module_state *st, int64_t began);

@@ -939,8 +939,17 @@ gl_preempt_running_task(gl_module_state *st, PyObject *loop, PyObject *handle)
 }
 
 int
-gl_preempt_task_must_cancel(PyObject *task)
+gl_preempt_task_must_cancel(gl_module_state *st, PyObject *task)
 {
+    /* The C Task's, read where _learn_must_cancel found it: no getter call
+     * (await.c asks twice per wait). */
+    if (st->must_cancel_type != NULL
+            && PyObject_TypeCheck(task, (PyTypeObject *)st->must_cancel_type)) {
+        unsigned *field = (unsigned *)((char *)task + st->must_cancel_offset);
+        int set = (*field & st->must_cancel_mask) != 0;
+        assert(set == task_must_cancel(task));
+        return set;
+    }
     return task_must_cancel(task);
 }
 

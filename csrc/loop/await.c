@@ -136,7 +136,7 @@ await_wake(PyObject *pair, PyObject *fut)
     gl_module_state *st = w->state;
     if (!w->awaiting || w->g.status != GL_G_PARKED)
         Py_RETURN_NONE;   /* unwound meanwhile (the loop closed) */
-    PyObject *queue = PyObject_GetAttrString(loop, "_preempted");
+    PyObject *queue = PyObject_GetAttr(loop, st->core->str_preempted);
     if (queue == NULL)
         return NULL;
     PyObject *r = gl_step_continue(st, w, fut, queue);
@@ -164,7 +164,7 @@ cancel_if_asked(gl_module_state *st, GoroutineObject *w, PyObject *task, PyObjec
         gl_preempt_deliver_cancels(w);
     if (fut == NULL)
         return 0;
-    int must = gl_preempt_task_must_cancel(task);
+    int must = gl_preempt_task_must_cancel(st, task);
     if (must <= 0)
         return must;
     PyObject *msg = PyObject_GetAttrString(task, "_cancel_message");
@@ -194,22 +194,20 @@ static int
 wait_for(gl_module_state *st, GoroutineObject *w, PyObject *loop, PyObject *task,
          PyObject *it, PyObject *fut)
 {
+    struct gl_core *c = st->core;
     PyObject *pair = PyTuple_Pack(2, (PyObject *)w, loop);
     PyObject *waker = pair ? PyCFunction_NewEx(&await_wake_def, pair, NULL) : NULL;
     Py_XDECREF(pair);
     PyObject *ctx = waker ? PyContext_New() : NULL;
-    PyObject *kwargs = ctx ? Py_BuildValue("{sO}", "context", ctx) : NULL;
-    PyObject *add = NULL, *args = NULL, *r = NULL;
-    if (kwargs != NULL) {
-        add = fut ? PyObject_GetAttrString(fut, "add_done_callback")
-                  : PyObject_GetAttrString(loop, "call_soon");
-        args = fut ? PyTuple_Pack(1, waker) : PyTuple_Pack(2, waker, Py_None);
+    PyObject *r = NULL;
+    if (ctx != NULL) {
+        /* fut.add_done_callback(waker, context=ctx), or
+         * loop.call_soon(waker, None, context=ctx) */
+        PyObject *args[4] = {fut ? fut : loop, waker, fut ? ctx : Py_None, ctx};
+        r = PyObject_VectorcallMethod(fut ? c->str_add_done_callback : c->str_call_soon, args,
+                                      (fut ? 2 : 3) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      c->kw_context);
     }
-    if (add != NULL && args != NULL)
-        r = PyObject_Call(add, args, kwargs);
-    Py_XDECREF(add);
-    Py_XDECREF(args);
-    Py_XDECREF(kwargs);
     Py_XDECREF(ctx);
     Py_XDECREF(waker);
     if (r == NULL)
@@ -377,12 +375,12 @@ after_wait(gl_module_state *st, PyObject *task, PyObject *fut, PyObject **exc)
 {
     *exc = NULL;
     if (fut != NULL) {
-        PyObject *r = PyObject_CallMethod(fut, "result", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(fut, st->core->str_result);
         if (r == NULL)
             *exc = gl_err_take();
         Py_XDECREF(r);
     }
-    int must = gl_preempt_task_must_cancel(task);
+    int must = gl_preempt_task_must_cancel(st, task);
     if (must < 0)
         return -1;
     if (!must)

@@ -99,7 +99,10 @@ struct gl_core {
              *str_write_to_self, *str_current_handle,
              *str_slow_callback_duration, *str_check_thread,
              *str_check_callback, *str_check_closed, *str_Future, *str_Task,
-             *str_task_factory, *str_create_future, *str_create_task;
+             *str_task_factory, *str_create_future, *str_create_task,
+             *str_add_done_callback, *str_call_soon, *str_result,
+             *str_preempted;
+    PyObject *kw_context;            /* ("context",): kwnames of a vectorcall */
 };
 
 #define GL_SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))

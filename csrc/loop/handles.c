@@ -147,9 +147,14 @@ gl_core_setup(gl_module_state *st, PyObject *args)
             || intern_into(&c->str_Task, "Task") < 0
             || intern_into(&c->str_task_factory, "_task_factory") < 0
             || intern_into(&c->str_create_future, "create_future") < 0
-            || intern_into(&c->str_create_task, "create_task") < 0)
+            || intern_into(&c->str_create_task, "create_task") < 0
+            || intern_into(&c->str_add_done_callback, "add_done_callback") < 0
+            || intern_into(&c->str_call_soon, "call_soon") < 0
+            || intern_into(&c->str_result, "result") < 0
+            || intern_into(&c->str_preempted, "_preempted") < 0)
         return -1;
-    return 0;
+    c->kw_context = PyTuple_Pack(1, c->str_context);
+    return c->kw_context ? 0 : -1;
 }
 
 int
@@ -216,6 +221,11 @@ gl_core_free(gl_module_state *st)
     Py_CLEAR(c->str_check_closed);
     Py_CLEAR(c->str_context);
     Py_CLEAR(c->str_context_seen);
+    Py_CLEAR(c->str_add_done_callback);
+    Py_CLEAR(c->str_call_soon);
+    Py_CLEAR(c->str_result);
+    Py_CLEAR(c->str_preempted);
+    Py_CLEAR(c->kw_context);
     while (c->n_free_handles > 0) {
         PyObject *h = c->free_handles[--c->n_free_handles];
         PyObject_GC_Track(h);
