@@ -159,6 +159,14 @@ int gl_pystate_traverse(const gl_pystate *st, visitproc visit, void *arg);
 /* sys.monitoring's version (pyinternal.c): changes whenever the events
  * enabled by sys.settrace, sys.setprofile or sys.monitoring change. */
 uint64_t gl_monitoring_version(PyThreadState *ts);
+/* pyinternal.c: queue func as a pending call of interp's, which the
+ * thread of `target` runs at its next bytecode boundary if it holds the
+ * GIL then (or, 3.13+, whenever it next checks its eval breaker) -- or
+ * another thread does, if it checks first (0, or -1: the queue is full);
+ * and, from such a call about to park, give up the thread's claim on the
+ * queue (preempt.c). */
+int gl_py_post_call(PyInterpreterState *interp, PyThreadState *target, int (*func)(void *));
+void gl_py_release_pending_claim(PyThreadState *ts);
 /* Bring the code of the running stack's frames up to date with the
  * events enabled now (pystate.c). */
 void gl_pystate_instrument_stack(PyThreadState *ts);
