@@ -2,11 +2,15 @@
  * preempt.c — preemption of a task step that ran past its time slice.
  *
  * Who does what:
- *   sysmon (csrc/runtime/sysmon.c)  a C thread that watches the P of the loop
- *        running on the main thread; when one step has run for the slice it
- *        calls request_preemption() here, on its own thread.
- *   request_preemption()  records which step (the P's tick) should stop and
- *        sends SIGURG to the main thread (pthread_kill), as Go's sysmon does.
+ *   sysmon (csrc/runtime/sysmon.c)  a C thread that watches the P of every
+ *        preempting loop — one per thread that runs one (gl_preempting
+ *        below, found by its thread through a thread-local); when one step
+ *        has run for the slice it calls request_preemption() here, on its
+ *        own thread.
+ *   request_preemption()  records which step (the P's tick) should stop and,
+ *        for the main thread's loop, sends SIGURG to the main thread
+ *        (pthread_kill), as Go's sysmon does; for another thread's, queues a
+ *        pending call (below: "Other threads").
  *        CPython's C-level handler, running on that thread, marks SIGURG
  *        tripped and sets the eval breaker, so the interpreter calls the
  *        Python-level SIGURG handler at its next bytecode boundary — a safe
@@ -62,6 +66,49 @@
  * long).  A request is not repeated from here (PyErr_SetInterruptEx would
  * do it at the next boundary): each one writes a byte to the signal wakeup
  * fd asyncio sets for its signal handlers, which would fill up.
+ *
+ * Other threads.  CPython runs Python-level signal handlers on the main
+ * thread only (of the main interpreter), and its C handler sets the eval
+ * breaker only there, so a SIGURG cannot reach a loop on another thread.
+ * What reaches a given thread at its next bytecode boundary, with the GIL,
+ * per version (read in CPython's Python/ceval_gil.c, ceval.c and
+ * Include/internal/pycore_ceval*.h at v3.11.7, v3.12.1, v3.13.0, 3.14 and
+ * 3.15):
+ *   3.12      _PyEval_AddPendingCall(interp, func, arg, mainthreadonly=0)
+ *             (exported, internal) queues a call any thread may run: the
+ *             interpreter's eval breaker trips and the first thread to
+ *             check it — _Py_HandlePending, at the same boundaries as
+ *             signal handlers — runs the queue.  The eval breaker is the
+ *             interpreter's, but only a thread holding the GIL checks it,
+ *             and a loop thread running a long step holds the GIL (another
+ *             Python thread gets it for a switch interval at a time).
+ *   3.13+     the eval breaker is per thread: the same call sets the
+ *             pending-calls bit of the thread holding the GIL, and
+ *             gl_py_post_call also sets it on the loop's thread state
+ *             (_Py_set_eval_breaker_bit, an atomic or), so that thread runs
+ *             the queue at its next check even if another held the GIL.
+ *   3.11      pending calls run on the main thread only (make_pending_calls
+ *             returns at once elsewhere), the eval breaker is the
+ *             interpreter's, and what is per thread (the async exception:
+ *             it raises; cframe->use_tracing with a trace function, from a
+ *             signal handler of our own on the target thread: a race with
+ *             the thread's own settrace and frame pushes, and a clash with
+ *             coverage or a debugger) was not judged worth its risk: a loop
+ *             off the main thread runs cooperatively and warns (_preempt.py).
+ * The call, run_request(), runs on whichever thread ran the queue; it takes
+ * the request of the loop of the thread it runs on (another thread's waits
+ * for sysmon to ask again: 50 µs later, doubling), and parks the step as
+ * on_sigurg does, with PyEval_GetFrame() for the frame a handler is given.
+ * Only our C function runs there: no Python handler of the application
+ * ever runs on a thread it was not meant for.  Two things differ from a
+ * signal handler: the thread running the queue keeps a claim on it while
+ * a call runs (3.12's pending->busy, 3.13+'s handling_thread), so a call
+ * that parks drops that claim first (gl_py_release_pending_claim) — else no
+ * pending call, not even the next preemption of that thread's next step,
+ * would run while the step stays parked; and the queue is small and shared
+ * (32 calls on 3.12), so at most MAX_POSTED of ours wait in it at once.  No
+ * signal means no byte in the loop's wakeup fd (no withholding there) and
+ * no EINTR in the loop thread's system calls.
  *
  * Signals: CPython calls handlers in ascending signal number, clearing each
  * flag first.  While a preempted step is parked inside on_sigurg, signals
