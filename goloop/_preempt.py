@@ -30,6 +30,7 @@ asked for (a default loop does not: a test suite run with -W error, or a
 server running a loop per thread, would fail on a warning about a default).
 """
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import dis
@@ -282,6 +283,10 @@ def slice_counts_cpu_time():
         raise ValueError(f"{SLICE_CLOCK_ENV}={text!r}: expected 'wall' or 'cpu'")
     return text == "cpu"
 
+
+# At exit, before the interpreter's pending-call queue is torn down, sysmon
+# stops asking for the steps of loops that daemon threads still run.
+atexit.register(_goloop._preempt_detach_all)
 
 _warned_thread = False
 

@@ -762,7 +762,7 @@ run_request(void *unused)
     assert(PyGILState_Check());
     atomic_fetch_sub(&posted, 1);
     gl_preempting *t = this_thread;
-    if (t == NULL || t->main)
+    if (t == NULL || t->main || t->st == NULL)   /* st NULL: detach_all */
         return 0;
     uint64_t request = atomic_exchange(&t->request, 0);
     if (request == 0)
@@ -886,6 +886,17 @@ mod_preempt_detach(PyObject *module, PyObject *unused)
 {
     (void)unused;
     detach(PyModule_GetState(module));
+    Py_RETURN_NONE;
+}
+
+/* _preempt_detach_all(): at exit (atexit, _preempt.py), before the
+ * interpreter's pending-call queue goes: stop sysmon's requests for the
+ * loops of daemon threads still running one. */
+static PyObject *
+mod_preempt_detach_all(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    detach_all(PyModule_GetState(module));
     Py_RETURN_NONE;
 }
 
@@ -1017,6 +1028,9 @@ PyMethodDef gl_preempt_methods[] = {
      "the handler SIGURGs goloop did not send go to), by pending calls elsewhere."},
     {"_preempt_detach", mod_preempt_detach, METH_NOARGS,
      "_preempt_detach()\n--\n\nStop preempting this thread's loop."},
+    {"_preempt_detach_all", mod_preempt_detach_all, METH_NOARGS,
+     "_preempt_detach_all()\n--\n\nStop preempting every thread's loop (at exit: "
+     "daemon threads' loops then run cooperatively)."},
     {"_preempts_threads", mod_preempts_threads, METH_NOARGS,
      "_preempts_threads()\n--\n\nWhether a loop on a thread other than the main one "
      "is preempted on this Python (3.12+)."},

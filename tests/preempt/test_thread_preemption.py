@@ -252,3 +252,29 @@ def test_a_step_waiting_without_the_gil_leaves_later_preemptions_working():
     gap, turns = result_of(*in_thread(lambda: run_on(GOLOOP, main)))
     assert gap < MAX_GAP and turns > 5, (gap, turns)
     assert preemptions() - before >= 5
+
+
+def test_a_daemon_threads_loop_still_hogging_at_exit(run_python):
+    """The interpreter exits while a daemon thread's loop is being preempted:
+    sysmon stops asking for it at exit (before the interpreter's pending-call
+    queue is torn down), and the process ends cleanly."""
+    code = """if 1:
+        import asyncio, threading, time, goloop
+        def burn():
+            while True:
+                pass
+        async def main():
+            async def light():
+                while True:
+                    await asyncio.sleep(0.001)
+            asyncio.create_task(light())
+            await asyncio.sleep(0.01)
+            burn()
+        threading.Thread(target=lambda: goloop.run(main(), preempt=True), daemon=True).start()
+        before = goloop.stats()["preemptions"]
+        time.sleep(0.3)
+        print(goloop.stats()["preemptions"] - before)
+    """
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 5, r.stdout
