@@ -12,13 +12,16 @@ thread waiting in join()), each in a fresh process:
               reads, the clock reads, sysmon's wake-ups)
   overrun     how far past its 10 ms slice a CPU-bound step runs before it
               is parked: the hog notes where its bytecode was interrupted
-              (a gap in its own clock readings) and the length of each
-              uninterrupted stretch; overrun = stretch - slice, p50 and p99
+              (a gap of 150 us or more in its own clock readings; a task
+              beside it computes 200 us every 2 ms, so a park leaves one)
+              and the length of each stretch between two such gaps;
+              overrun = stretch - slice, p50 and p99
               (sysmon's look, the request's delivery — a signal and the
               Python-level handler, or a pending call — and the park)
 
 Prints one table and the ratios thread/main.  Run on an otherwise idle
-machine; numbers are medians over --repeat runs.
+machine; numbers are medians over --repeat runs, the two placements
+interleaved.
 """
 import argparse
 import json
@@ -43,19 +46,19 @@ async def overrun(seconds):
     stretches = []
     stop = False
 
-    async def other():
-        while not stop:
-            end = perf() + 50e-6
+    async def other():   # 200 us of work every 2 ms: a park's gap in the
+        while not stop:   # hog's readings is at least that long
+            end = perf() + 200e-6
             while perf() < end:
                 pass
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.002)
 
     async def hog():
         start = last = perf()
         end = start + seconds
         while last < end:
             now = perf()
-            if now - last > 20e-6:      # parked between two readings
+            if now - last > 150e-6:     # parked between two readings
                 stretches.append(last - start)
                 start = now
             last = now
@@ -98,16 +101,22 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args(argv)
+    # Interleaved (main, thread, main, ...), so that a load that comes and
+    # goes weighs on both alike; medians over the repeats.
+    raw = {where: {"on": [], "off": [], "runs": []} for where in ("main", "thread")}
+    for _ in range(a.repeat):
+        for where in ("main", "thread"):
+            raw[where]["on"].append(child("cost", where, 1, a.steps))
+            raw[where]["off"].append(child("cost", where, 0, a.steps))
+            raw[where]["runs"].append(child("overrun", where, 1, a.seconds))
     res = {}
-    for where in ("main", "thread"):
-        cost_on = statistics.median(child("cost", where, 1, a.steps) for _ in range(a.repeat))
-        cost_off = statistics.median(child("cost", where, 0, a.steps) for _ in range(a.repeat))
-        runs = [child("overrun", where, 1, a.seconds) for _ in range(a.repeat)]
+    for where, r in raw.items():
+        cost_on, cost_off, runs = statistics.median(r["on"]), statistics.median(r["off"]), r["runs"]
         res[where] = {
             "us_per_step_on": cost_on, "us_per_step_off": cost_off, "cost_ratio": cost_on / cost_off,
-            "overrun_p50_us": statistics.median(r["p50_us"] for r in runs),
-            "overrun_p99_us": statistics.median(r["p99_us"] for r in runs),
-            "preemptions": statistics.median(r["preemptions"] for r in runs),
+            "overrun_p50_us": statistics.median(x["p50_us"] for x in runs),
+            "overrun_p99_us": statistics.median(x["p99_us"] for x in runs),
+            "preemptions": statistics.median(x["preemptions"] for x in runs),
         }
     print(f"{'':8} {'step on/off':>12} {'overrun p50':>12} {'overrun p99':>12} {'preemptions':>12}")
     for where, r in res.items():
