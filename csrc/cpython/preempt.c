@@ -1075,6 +1075,9 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
 {
     gl_sysmon_stats s;
     gl_sysmon_get_stats(&s);
+    uint64_t loops = 0;
+    for (gl_preempting *t = st->preempting; t != NULL; t = t->next)
+        loops++;
     PyObject *longest = PyFloat_FromDouble((double)st->longest_step_ns / 1e9);
     int r = longest ? PyDict_SetItemString(d, "longest_step", longest) : -1;
     Py_XDECREF(longest);
@@ -1085,7 +1088,8 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
             || set_u64(d, "preempt_withheld", atomic_load(&st->withheld)) < 0
             || set_u64(d, "steps_held_back", st->held_back) < 0
             || set_u64(d, "preempt_requests", s.requests) < 0
-            || set_u64(d, "sysmon_wakeups", s.wakeups) < 0)
+            || set_u64(d, "sysmon_wakeups", s.wakeups) < 0
+            || set_u64(d, "preempting_loops", loops) < 0)
         return -1;
     return 0;
 }

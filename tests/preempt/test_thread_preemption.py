@@ -135,9 +135,10 @@ def test_loop_threads_that_end_while_sysmon_runs():
     thread's loop is preempted as the first was."""
     ended = []
 
-    def short_lived():
+    def short_lived():   # a failed assert leaves the thread out of `ended`
         async def main():
             await asyncio.sleep(0)
+            assert goloop.stats()["preempting_loops"] == 2   # this and the main thread's
             burn(0.03)
         run_on(GOLOOP, main)
         ended.append(threading.current_thread().name)
@@ -173,6 +174,7 @@ def test_loop_threads_that_end_while_sysmon_runs():
     before = preemptions()
     gap = run_on(GOLOOP, main)
     assert len(ended) == 20, ended
+    assert goloop.stats()["preempting_loops"] == 0   # every thread's record went
     assert gap < 2 * MAX_GAP, gap
     assert preemptions() - before >= 20, preemptions() - before
     before = preemptions()
