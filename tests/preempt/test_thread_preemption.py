@@ -13,6 +13,11 @@ version).  What is checked here:
 - loop threads that end (one after another, each while its hog was being
   preempted) while sysmon runs for the main thread's loop: nothing breaks,
   the main loop is preempted throughout, and a new thread's loop is again;
+- two and three hogs in one worker thread's loop take turns: a step's
+  preemption comes while the previous one is parked inside the pending call
+  that parked it (both tests fail if that call keeps its thread's claim on
+  the pending calls: preempt.c, gl_py_release_pending_claim);
+- a daemon thread's loop still hogging at exit: the process ends cleanly;
 - per thread: goloop.atomic() in one thread's loop is not preempted while
   another thread's loop is; a step holding a threading lock is preempted
   only once it lets go; a step that waits in C without the GIL while sysmon
@@ -280,3 +285,52 @@ def test_a_daemon_threads_loop_still_hogging_at_exit(run_python):
     r = run_python(code)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) > 5, r.stdout
+
+
+def test_two_hogs_in_a_worker_threads_loop_take_turns(loop_kind):
+    """Two hogs in one worker thread's loop: each is preempted in turn, so
+    both progress from their first 100 ms on.  (The second hog's preemption
+    comes while the first is parked inside the pending call that parked it:
+    this needs that call to have given up its thread's claim on the pending
+    calls — preempt.c, gl_py_release_pending_claim.)"""
+    async def main():
+        starts = {}
+
+        async def hog(name):
+            starts[name] = perf()
+            burn(0.6)
+
+        began = perf()
+        await asyncio.gather(hog("a"), hog("b"))
+        return max(starts.values()) - began
+
+    before = preemptions()
+    second_start = result_of(*in_thread(lambda: run_on(loop_kind, main)))
+    expect_preempted(second_start < 0.1, f"the second hog started after {second_start:.3f} s")
+    if loop_kind == GOLOOP:
+        assert preemptions() - before >= MIN_PREEMPTIONS
+
+
+def test_hogs_in_a_worker_threads_loop_keep_taking_turns():
+    """Three hogs of 0.5 s in one worker thread's loop: none waits over
+    MAX_GAP for a turn (each park and each later preemption in turn)."""
+    async def main():
+        stamps = {i: [] for i in range(3)}
+
+        async def hog(i):
+            end = perf() + 0.5
+            while perf() < end:
+                stamps[i].append(perf())
+                burn(0.001)
+
+        began = perf()
+        await asyncio.gather(*(hog(i) for i in range(3)))
+        ended = perf()
+        gaps = []
+        for s in stamps.values():
+            s = [began] + s
+            gaps.append(max(b - a for a, b in zip(s, s[1:])))
+        return max(gaps), ended - began
+
+    gap, took = result_of(*in_thread(lambda: run_on(GOLOOP, main)))
+    assert gap < MAX_GAP, (gap, took)
