@@ -107,7 +107,16 @@ int
 gl_pystate_traverse(const gl_pystate *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->context);   /* the stack's contextvars Context, owned while saved */
-    for (_PyInterpreterFrame *f = innermost_frame(st); f != NULL; f = f->previous) {
+#if GL_PY_MINOR >= 15
+    /* Stop short of the thread's sentinel frame, which lives in its thread
+     * state: a daemon thread's is freed at exit while the parked stack's
+     * Goroutine may still be traversed by the last collection (3.15d's
+     * debug allocator made that a segfault). */
+    _PyInterpreterFrame *end = st->base_frame;
+#else
+    _PyInterpreterFrame *end = NULL;
+#endif
+    for (_PyInterpreterFrame *f = innermost_frame(st); f != NULL && f != end; f = f->previous) {
         if (f->owner != FRAME_OWNED_BY_THREAD)
             continue;
         int r = traverse_frame(f, visit, arg);

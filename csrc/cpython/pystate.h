@@ -114,6 +114,9 @@ typedef struct gl_pystate {
 #endif
 #if GL_PY_MINOR >= 15
     struct _PyExitData *jit_exit;
+    struct _PyInterpreterFrame *base_frame;  /* the thread's sentinel, which
+                                        ends the chain: its address only, for
+                                        gl_pystate_traverse (pyinternal.c) */
 #endif
     int recursion_headroom;
     int tracing;
@@ -194,6 +197,7 @@ gl_pystate_save(PyThreadState *ts, gl_pystate *st)
 #endif
 #if GL_PY_MINOR >= 15
     st->jit_exit = ts->jit_exit;
+    st->base_frame = ts->base_frame;
 #endif
     st->recursion_headroom = ts->recursion_headroom;
     st->tracing = ts->tracing;
