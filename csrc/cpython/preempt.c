@@ -798,6 +798,10 @@ mod_preempt_attach(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "time slice out of range: %R", PyTuple_GET_ITEM(args, 0));
         return NULL;
     }
+    if (preempting(st) != NULL && !this_thread->p.attached)
+        /* A fork child of a running loop: sysmon forgot its P at the fork
+         * (sysmon.c, forget_in_child); a new loop here takes its place. */
+        detach(st);
     if (this_thread != NULL) {
         PyErr_SetString(st->goroutine_error, "a loop is already preempted on this thread");
         return NULL;
