@@ -19,6 +19,14 @@ thread waiting in join()), each in a fresh process:
               (sysmon's look, the request's delivery — a signal and the
               Python-level handler, or a pending call — and the park)
 
+Measured on the project's 2-core VM (other jobs running; --repeat 5-7,
+--seconds 1), ratios thread/main: overrun p50 0.79-0.85 (about 75 us
+against 90 us: a pending call skips the signal and the Python-level
+handler's dispatch), p99 0.5-0.8; preemption's own cost (step time with
+preemption on / off) 1.00-1.04 on 3.12, 3.14 and 3.15, 1.17 on 3.13 (the
+on/off ratios themselves are 0.87-1.01, i.e. within the noise: watching
+steps costs nothing measurable in either place).
+
 Prints one table and the ratios thread/main.  Run on an otherwise idle
 machine; numbers are medians over --repeat runs, the two placements
 interleaved.
