@@ -20,13 +20,17 @@ previous one is still called for SIGURGs goloop did not ask for), sysmon
 attached, and the selector's select() marking when the loop blocks for
 I/O, so that sysmon sleeps meanwhile.
 
-Only the main thread runs Python signal handlers, so only a loop on the
-main thread is preempted; a loop on another thread runs its steps
+A loop on the main thread is reached by SIGURG and the Python-level
+handler; a loop on another thread (CPython runs signal handlers on the main
+thread only) by a pending call that its thread runs at its next bytecode
+boundary (3.12+: preempt.c says why and how).  On 3.11, whose pending calls
+too run on the main thread only, a loop on another thread runs its steps
 cooperatively, as stock asyncio does, and warns once if preemption was
 asked for (a default loop does not: a test suite run with -W error, or a
 server running a loop per thread, would fail on a warning about a default).
 """
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import dis
@@ -186,8 +190,8 @@ def preemptible_packages(*names):
 
 
 class PreemptionWarning(RuntimeWarning):
-    """A loop that asked for preemption runs cooperatively (not the main
-    thread)."""
+    """A loop that asked for preemption runs cooperatively (CPython 3.11,
+    a thread other than the main one)."""
 
 
 _inside_atomic = contextvars.ContextVar("goloop.atomic", default=False)
@@ -280,6 +284,10 @@ def slice_counts_cpu_time():
     return text == "cpu"
 
 
+# At exit, before the interpreter's pending-call queue is torn down, sysmon
+# stops asking for the steps of loops that daemon threads still run.
+atexit.register(_goloop._preempt_detach_all)
+
 _warned_thread = False
 
 
@@ -288,9 +296,9 @@ def _warn_not_main_thread():
     if not _warned_thread:
         _warned_thread = True
         warnings.warn(
-            "goloop preempts only a loop running on the main thread (CPython runs signal "
-            f"handlers there only); this loop on {threading.current_thread().name!r} runs "
-            "task steps cooperatively",
+            "on CPython 3.11 goloop preempts only a loop running on the main thread (it "
+            f"runs signal handlers and pending calls there only); this loop on "
+            f"{threading.current_thread().name!r} runs task steps cooperatively",
             PreemptionWarning,
             stacklevel=5,
         )
@@ -327,7 +335,8 @@ def running(loop):
     if not (loop._preempt and loop._goroutines) or asyncio._get_running_loop() is not None:
         yield   # (a loop already running here: run_forever raises as usual)
         return
-    if threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not main and not _goloop._preempts_threads():
         if getattr(loop, "_preempt_asked", True):
             _warn_not_main_thread()
         yield
@@ -335,6 +344,18 @@ def running(loop):
     if loop._time_slice is None:
         loop._time_slice = default_time_slice()
     _find_library_roots()
+    if not main:
+        # Another thread: sysmon's requests reach it as pending calls
+        # (preempt.c), with no signal handler and no wakeup-fd byte.
+        _goloop._preempt_attach(loop._time_slice, None, slice_counts_cpu_time(), -1, False)
+        selector = getattr(loop, "_selector", None)
+        unmark = _mark_polls(selector) if selector is not None else (lambda: None)
+        try:
+            yield
+        finally:
+            unmark()
+            _goloop._preempt_detach()
+        return
     previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
     signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
     # A SIGURG that is not sysmon's goes to the handler found here, unless

@@ -31,10 +31,11 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
     preempt: a step that runs longer than time_slice seconds (default: the
     GOLOOP_TIME_SLICE environment variable, else 0.01) is parked and resumed
     after the loop has run what else is ready; preempt=False never does.
-    Only a loop on the main thread preempts (CPython runs signal handlers
-    there only); elsewhere steps run cooperatively, as on stock asyncio,
-    with a PreemptionWarning if preemption was asked for (preempt=True,
-    time_slice or GOLOOP_TIME_SLICE).  goroutines=False runs steps inline
+    A loop on any thread preempts (3.12+; on 3.11, whose signal handlers
+    and pending calls run on the main thread only, a loop elsewhere runs
+    steps cooperatively, as on stock asyncio, with a PreemptionWarning if
+    preemption was asked for: preempt=True, time_slice or
+    GOLOOP_TIME_SLICE).  goroutines=False runs steps inline
     on the loop's stack, as stock asyncio does (so without preemption), for
     comparison.
     """

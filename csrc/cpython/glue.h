@@ -67,13 +67,11 @@ typedef struct {
     uintptr_t step_raised;           /* address of the last exception a step
                                         raised (steps.c raised_by_a_step) */
     /* preemption (preempt.c) */
-    gl_p p;                          /* the main thread's loop, for sysmon */
-    pthread_t p_owner;               /* valid while p.attached */
-    _Atomic uint64_t p_request;      /* tick sysmon asked to stop; 0: none */
-    int p_wakeup_fd;                 /* the loop's self-pipe socket, or -1 */
-    int p_wakeup_room;               /*   bytes queued there that hold
-                                        requests back (preempt.c) */
-    _Atomic uint64_t withheld;       /* requests held back for it */
+    struct gl_preempting *preempting;  /* the threads whose loops sysmon
+                                        watches (a list, under the GIL);
+                                        each finds its own through a
+                                        thread-local (preempt.c) */
+    _Atomic uint64_t withheld;       /* requests held back for a wakeup fd */
     PyObject *urg_previous;          /* SIGURG handler we stand in front of */
     PyObject *atomic_var;            /* ContextVar: inside goloop.atomic() */
     PyObject *base_codes;            /* code objects steps start from */
@@ -100,8 +98,6 @@ typedef struct {
     uint64_t held_back;              /* steps that waited for their task's
                                         preempted step (steps.c) */
     int64_t longest_step_ns;
-    int64_t clock_hint;              /* the clock at the last step's end, or
-                                        0 (preempt.c: the clock hint) */
     GoroutineObject *registry;       /* started, unfinished goroutines */
     Py_ssize_t registry_size;
     gl_chunk_cache chunks;

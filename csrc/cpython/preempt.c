@@ -2,11 +2,15 @@
  * preempt.c — preemption of a task step that ran past its time slice.
  *
  * Who does what:
- *   sysmon (csrc/runtime/sysmon.c)  a C thread that watches the P of the loop
- *        running on the main thread; when one step has run for the slice it
- *        calls request_preemption() here, on its own thread.
- *   request_preemption()  records which step (the P's tick) should stop and
- *        sends SIGURG to the main thread (pthread_kill), as Go's sysmon does.
+ *   sysmon (csrc/runtime/sysmon.c)  a C thread that watches the P of every
+ *        preempting loop — one per thread that runs one (gl_preempting
+ *        below, found by its thread through a thread-local); when one step
+ *        has run for the slice it calls request_preemption() here, on its
+ *        own thread.
+ *   request_preemption()  records which step (the P's tick) should stop and,
+ *        for the main thread's loop, sends SIGURG to the main thread
+ *        (pthread_kill), as Go's sysmon does; for another thread's, queues a
+ *        pending call (below: "Other threads").
  *        CPython's C-level handler, running on that thread, marks SIGURG
  *        tripped and sets the eval breaker, so the interpreter calls the
  *        Python-level SIGURG handler at its next bytecode boundary — a safe
@@ -63,6 +67,49 @@
  * do it at the next boundary): each one writes a byte to the signal wakeup
  * fd asyncio sets for its signal handlers, which would fill up.
  *
+ * Other threads.  CPython runs Python-level signal handlers on the main
+ * thread only (of the main interpreter), and its C handler sets the eval
+ * breaker only there, so a SIGURG cannot reach a loop on another thread.
+ * What reaches a given thread at its next bytecode boundary, with the GIL,
+ * per version (read in CPython's Python/ceval_gil.c, ceval.c and
+ * Include/internal/pycore_ceval*.h at v3.11.7, v3.12.1, v3.13.0, 3.14 and
+ * 3.15):
+ *   3.12      _PyEval_AddPendingCall(interp, func, arg, mainthreadonly=0)
+ *             (exported, internal) queues a call any thread may run: the
+ *             interpreter's eval breaker trips and the first thread to
+ *             check it — _Py_HandlePending, at the same boundaries as
+ *             signal handlers — runs the queue.  The eval breaker is the
+ *             interpreter's, but only a thread holding the GIL checks it,
+ *             and a loop thread running a long step holds the GIL (another
+ *             Python thread gets it for a switch interval at a time).
+ *   3.13+     the eval breaker is per thread: the same call sets the
+ *             pending-calls bit of the thread holding the GIL, and
+ *             gl_py_post_call also sets it on the loop's thread state
+ *             (_Py_set_eval_breaker_bit, an atomic or), so that thread runs
+ *             the queue at its next check even if another held the GIL.
+ *   3.11      pending calls run on the main thread only (make_pending_calls
+ *             returns at once elsewhere), the eval breaker is the
+ *             interpreter's, and what is per thread (the async exception:
+ *             it raises; cframe->use_tracing with a trace function, from a
+ *             signal handler of our own on the target thread: a race with
+ *             the thread's own settrace and frame pushes, and a clash with
+ *             coverage or a debugger) was not judged worth its risk: a loop
+ *             off the main thread runs cooperatively and warns (_preempt.py).
+ * The call, run_request(), runs on whichever thread ran the queue; it takes
+ * the request of the loop of the thread it runs on (another thread's waits
+ * for sysmon to ask again: 50 µs later, doubling), and parks the step as
+ * on_sigurg does, with PyEval_GetFrame() for the frame a handler is given.
+ * Only our C function runs there: no Python handler of the application
+ * ever runs on a thread it was not meant for.  Two things differ from a
+ * signal handler: the thread running the queue keeps a claim on it while
+ * a call runs (3.12's pending->busy, 3.13+'s handling_thread), so a call
+ * that parks drops that claim first (gl_py_release_pending_claim) — else no
+ * pending call, not even the next preemption of that thread's next step,
+ * would run while the step stays parked; and the queue is small and shared
+ * (32 calls on 3.12), so at most MAX_POSTED of ours wait in it at once.  No
+ * signal means no byte in the loop's wakeup fd (no withholding there) and
+ * no EINTR in the loop thread's system calls.
+ *
  * Signals: CPython calls handlers in ascending signal number, clearing each
  * flag first.  While a preempted step is parked inside on_sigurg, signals
  * above SIGURG tripped in the same batch wait until it resumes (the end of
@@ -77,63 +124,98 @@
 #include <sys/socket.h>
 #include <linux/sockios.h>
 
-/* ---- the marks around each stretch of a step (called by steps.c) ------- */
+/* Loops on threads other than the main one are preempted through pending
+ * calls (see the top of this file): 3.12+. */
+#define GL_THREAD_PREEMPTION (GL_PY_MINOR >= 12)
 
-static int
-on_preempting_thread(gl_module_state *st)
+/* ---- the preempting threads ------------------------------------------- */
+
+/* One thread whose loop sysmon watches: its P, and how a request reaches
+ * it.  Made by _preempt_attach on that thread, freed by _preempt_detach
+ * there (once sysmon can no longer be using it); the thread finds its own
+ * through this_thread, sysmon through p.ctx. */
+typedef struct gl_preempting {
+    gl_p p;
+    gl_module_state *st;
+    pthread_t owner;
+    PyThreadState *tstate;           /* the owner's (pending calls, 3.13+) */
+    PyInterpreterState *interp;
+    int main;                        /* the main thread: SIGURG */
+    _Atomic uint64_t request;        /* tick sysmon asked to stop; 0: none */
+    int wakeup_fd;                   /* the loop's self-pipe socket, or -1 */
+    int wakeup_room;                 /*   bytes queued there that hold
+                                        requests back (see below) */
+    int64_t clock_hint;              /* the clock at the last step's end, or
+                                        0 (the clock hint, below) */
+    struct gl_preempting *next;      /* st->preempting */
+} gl_preempting;
+
+static _Thread_local gl_preempting *this_thread;
+
+/* The calling thread's preempting loop's, if st's; else NULL. */
+static inline gl_preempting *
+preempting(gl_module_state *st)
 {
-    return st->p.attached && pthread_equal(pthread_self(), st->p_owner);
+    gl_preempting *t = this_thread;
+    return t != NULL && t->st == st ? t : NULL;
 }
+
+/* ---- the marks around each stretch of a step (called by steps.c) ------- */
 
 /* The clock hint.  A clock read costs 40-45 ns on this project's VMs
  * (vDSO), and a task step made three: the loop's iteration, the step's
  * start and its end — a tenth of a sleep(0) step.  What the loop does
  * between the end of one step and the start of the next (release a handle,
  * pop the next, look at the timers) takes well under a microsecond, so the
- * end's reading serves for both (st->clock_hint).  Anything that may take
- * longer drops the hint — a callback run on the loop's own stack, a poll
- * (which leaves its own reading instead), a pause for the GIL, the start
- * and end of run_forever — so a stale time is at most that sub-microsecond
- * gap, or, rarely, a finalizer run by a released handle: at worst a step
- * stamped early by that much, preempted that much sooner.  Only on the
- * preempting thread (one loop runs there at a time); other threads read. */
+ * end's reading serves for both (the thread's clock_hint).  Anything that
+ * may take longer drops the hint — a callback run on the loop's own stack,
+ * a poll (which leaves its own reading instead), a pause for the GIL, the
+ * start and end of run_forever — so a stale time is at most that
+ * sub-microsecond gap, or, rarely, a finalizer run by a released handle: at
+ * worst a step stamped early by that much, preempted that much sooner.
+ * Only on a preempting thread, in its own record (one loop runs there at a
+ * time); other threads read the clock. */
 static int64_t
-clock_now(gl_module_state *st, int preempting)
+clock_now(gl_preempting *t)
 {
-    return preempting && st->clock_hint != 0 ? st->clock_hint : gl_nanotime();
+    return t != NULL && t->clock_hint != 0 ? t->clock_hint : gl_nanotime();
 }
 
 int64_t
 gl_preempt_clock(gl_module_state *st)
 {
-    return clock_now(st, on_preempting_thread(st));
+    return clock_now(preempting(st));
 }
 
 void
 gl_preempt_clock_note(gl_module_state *st, int64_t now)
 {
-    st->clock_hint = on_preempting_thread(st) ? now : 0;
+    gl_preempting *t = preempting(st);
+    if (t != NULL)
+        t->clock_hint = now;
 }
 
 int64_t
 gl_preempt_step_begin(gl_module_state *st)
 {
-    int preempting = on_preempting_thread(st);
-    int64_t now = clock_now(st, preempting);
-    st->clock_hint = 0;   /* the step runs from here: stale at once */
-    if (preempting)
-        gl_p_step_begin(&st->p, now);
+    gl_preempting *t = preempting(st);
+    int64_t now = clock_now(t);
+    if (t != NULL) {
+        t->clock_hint = 0;   /* the step runs from here: stale at once */
+        gl_p_step_begin(&t->p, now);
+    }
     return now;
 }
 
 int64_t
 gl_preempt_step_end(gl_module_state *st, int64_t began)
 {
-    int preempting = on_preempting_thread(st);
-    if (preempting)
-        gl_p_step_end(&st->p);
+    gl_preempting *t = preempting(st);
+    if (t != NULL)
+        gl_p_step_end(&t->p);
     int64_t now = gl_nanotime();
-    st->clock_hint = preempting ? now : 0;
+    if (t != NULL)
+        t->clock_hint = now;
     int64_t ran = now - began;
     st->steps++;
     if (ran > st->longest_step_ns)
@@ -153,40 +235,69 @@ gl_preempt_step_end(gl_module_state *st, int64_t began)
  * handler.  So sysmon holds its requests back while the socket is half
  * full, leaving the rest for such signals; the loop empties it at its
  * next poll.  (SIOCOUTQ on a Unix socket counts the buffer space its
- * unread bytes take, which is what fills SO_SNDBUF.) */
+ * unread bytes take, which is what fills SO_SNDBUF.)  Only the main
+ * thread's requests are signals: another thread's write nothing there. */
 static int
-wakeup_fd_crowded(gl_module_state *st)
+wakeup_fd_crowded(gl_preempting *t)
 {
 #ifdef SIOCOUTQ
     int queued = 0;
-    return st->p_wakeup_fd >= 0 && ioctl(st->p_wakeup_fd, SIOCOUTQ, &queued) == 0
-           && queued >= st->p_wakeup_room;
+    return t->wakeup_fd >= 0 && ioctl(t->wakeup_fd, SIOCOUTQ, &queued) == 0
+           && queued >= t->wakeup_room;
 #else
-    (void)st;
+    (void)t;
     return 0;
 #endif
 }
 
-/* On sysmon's thread, without the GIL: only atomics, an ioctl and a signal. */
+#if GL_THREAD_PREEMPTION
+/* Pending calls queued by post_request and not yet run: kept few, so that
+ * a step that sysmon asks again and again while it runs C code without the
+ * GIL (or while another thread holds it) never fills the interpreter's
+ * queue (32 calls on 3.12) that other users of pending calls share. */
+#define MAX_POSTED 4
+static _Atomic int posted;
+
+static int run_request(void *unused);
+
+/* On sysmon's thread (or the owner's), without the GIL: queue run_request
+ * as a pending call that the owner runs at its next bytecode boundary. */
+static void
+post_request(gl_preempting *t)
+{
+    if (atomic_fetch_add(&posted, 1) >= MAX_POSTED
+            || gl_py_post_call(t->interp, t->tstate, run_request) != 0)
+        atomic_fetch_sub(&posted, 1);   /* sysmon asks again later */
+}
+#endif
+
+/* On sysmon's thread, without the GIL: only atomics, an ioctl and a signal
+ * or a pending call (which takes a lock CPython holds only briefly). */
 static void
 request_preemption(gl_p *p, uint64_t tick)
 {
-    gl_module_state *st = p->ctx;
-    if (wakeup_fd_crowded(st)) {
-        atomic_fetch_add(&st->withheld, 1);
+    gl_preempting *t = p->ctx;
+    if (wakeup_fd_crowded(t)) {
+        atomic_fetch_add(&t->st->withheld, 1);
         return;   /* sysmon asks again later (a declined request's back-off) */
     }
-    atomic_store(&st->p_request, tick);
-    pthread_kill(st->p_owner, SIGURG);
+    atomic_store(&t->request, tick);
+    if (t->main)
+        pthread_kill(t->owner, SIGURG);
+#if GL_THREAD_PREEMPTION
+    else
+        post_request(t);
+#endif
 }
 
 void
 gl_preempt_request_again(gl_module_state *st)
 {
-    if (on_preempting_thread(st)) {
-        uint64_t tick = atomic_load(&st->p.tick);
+    gl_preempting *t = preempting(st);
+    if (t != NULL) {
+        uint64_t tick = atomic_load(&t->p.tick);
         if (tick & 1)   /* a step is running: this one */
-            request_preemption(&st->p, tick);
+            request_preemption(&t->p, tick);
     }
 }
 
@@ -605,23 +716,17 @@ preempt_step(gl_module_state *st, GoroutineObject *w)
     Py_RETURN_NONE;
 }
 
+/* Sysmon's request `request` for t's thread has arrived there, at a bytecode
+ * boundary (the GIL held), with `frame` the innermost frame: park the step
+ * if it is still the one asked for and it may stop here.  in_pending_call:
+ * from run_request, whose thread's claim on the pending calls is dropped
+ * before parking. */
 static PyObject *
-mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+take_request(gl_preempting *t, uint64_t request, PyObject *frame, int in_pending_call)
 {
-    gl_module_state *st = PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "_on_sigurg() takes 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    uint64_t request = atomic_exchange(&st->p_request, 0);
-    if (request == 0) {
-        /* Not sysmon's: the application's own SIGURG. */
-        if (st->urg_previous != NULL && PyCallable_Check(st->urg_previous))
-            return PyObject_Vectorcall(st->urg_previous, args, nargs, NULL);
-        Py_RETURN_NONE;
-    }
-    if (!on_preempting_thread(st) || request != atomic_load(&st->p.tick))
+    gl_module_state *st = t->st;
+    assert(pthread_equal(pthread_self(), t->owner));
+    if (request != atomic_load(&t->p.tick))
         Py_RETURN_NONE;   /* that step already ended */
     GoroutineObject *w = gl_goroutine_current();
     int step = w != NULL && w->step_worker && w->step_handle != NULL;
@@ -632,14 +737,80 @@ mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         st->deferred++;
         Py_RETURN_NONE;
     }
-    if (!step || !preemptible(st, args[1])) {
+    if (!step || !preemptible(st, frame)) {
         st->declined++;   /* sysmon asks again (sysmon.c: backing off) */
         Py_RETURN_NONE;
     }
+#if GL_THREAD_PREEMPTION
+    if (in_pending_call)
+        gl_py_release_pending_claim(t->tstate);
+#else
+    assert(!in_pending_call);
+    (void)in_pending_call;
+#endif
     return preempt_step(st, w);
 }
 
-/* ---- attaching the main thread's loop ---------------------------------- */
+static PyObject *
+mod_on_sigurg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    gl_module_state *st = PyModule_GetState(module);
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "_on_sigurg() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    /* Python runs signal handlers on the main thread only, where a
+     * preempting loop's requests are SIGURGs. */
+    gl_preempting *t = preempting(st);
+    uint64_t request = t != NULL && t->main ? atomic_exchange(&t->request, 0) : 0;
+    if (request == 0) {
+        /* Not sysmon's: the application's own SIGURG. */
+        if (st->urg_previous != NULL && PyCallable_Check(st->urg_previous))
+            return PyObject_Vectorcall(st->urg_previous, args, nargs, NULL);
+        Py_RETURN_NONE;
+    }
+    return take_request(t, request, args[1], 0);
+}
+
+#if GL_THREAD_PREEMPTION
+/* A pending call post_request queued: CPython runs it at a bytecode
+ * boundary of whichever thread checks its eval breaker first, with the GIL
+ * — usually the thread it was meant for, busy running the step, which
+ * holds the GIL.  It takes the request of the thread it runs on, if that
+ * thread has a preempting loop (not the main thread's: SIGURG serves that
+ * one); a request it does not reach is asked again by sysmon (its
+ * back-off: 50 µs, doubling).  Returns 0, or -1 with an exception (one
+ * thrown into the parked step: GoroutineExit), which the interrupted
+ * bytecode then raises, as for a signal handler's. */
+static int
+run_request(void *unused)
+{
+    (void)unused;
+    assert(PyGILState_Check());
+    atomic_fetch_sub(&posted, 1);
+    gl_preempting *t = this_thread;
+    if (t == NULL || t->main || t->st == NULL)   /* st NULL: detach_all */
+        return 0;
+    uint64_t request = atomic_exchange(&t->request, 0);
+    if (request == 0)
+        return 0;
+    PyObject *frame = (PyObject *)PyEval_GetFrame();   /* borrowed */
+    if (frame == NULL)
+        return 0;   /* not running Python code (a finalizer, say) */
+    Py_INCREF(frame);
+    PyObject *r = take_request(t, request, frame, 1);
+    Py_DECREF(frame);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+#endif
+
+/* ---- attaching a thread's loop ----------------------------------------- */
+
+static void detach(gl_module_state *st);
 
 static PyObject *
 mod_preempt_attach(PyObject *module, PyObject *args)
@@ -647,59 +818,128 @@ mod_preempt_attach(PyObject *module, PyObject *args)
     gl_module_state *st = PyModule_GetState(module);
     double slice;
     PyObject *previous;
-    int cpu = 0, wakeup_fd = -1;
-    if (!PyArg_ParseTuple(args, "dO|pi:_preempt_attach", &slice, &previous, &cpu, &wakeup_fd))
+    int cpu = 0, wakeup_fd = -1, main = 1;
+    if (!PyArg_ParseTuple(args, "dO|pip:_preempt_attach", &slice, &previous, &cpu, &wakeup_fd,
+                          &main))
         return NULL;
     if (!(slice > 0 && slice < 3600)) {
         PyErr_Format(PyExc_ValueError, "time slice out of range: %R", PyTuple_GET_ITEM(args, 0));
         return NULL;
     }
-    if (st->p.attached) {
-        PyErr_SetString(st->goroutine_error, "a loop is already preempted on this interpreter");
+    if (preempting(st) != NULL && !this_thread->p.attached)
+        /* A fork child of a running loop: sysmon forgot its P at the fork
+         * (sysmon.c, forget_in_child); a new loop here takes its place. */
+        detach(st);
+    if (this_thread != NULL) {
+        PyErr_SetString(st->goroutine_error, "a loop is already preempted on this thread");
         return NULL;
     }
-    gl_p_init(&st->p, (int64_t)(slice * 1e9), 0, request_preemption, st);
-    if (cpu && gl_p_use_cpu_time(&st->p) != GL_OK) {
+    if (!main && !GL_THREAD_PREEMPTION) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this Python preempts loops on the main thread only");
+        return NULL;
+    }
+    gl_preempting *t = PyMem_RawCalloc(1, sizeof *t);
+    if (t == NULL)
+        return PyErr_NoMemory();
+    gl_p_init(&t->p, (int64_t)(slice * 1e9), 0, request_preemption, t);
+    if (cpu && gl_p_use_cpu_time(&t->p) != GL_OK) {
+        PyMem_RawFree(t);
         PyErr_SetString(PyExc_OSError, "this thread's CPU clock cannot be read");
         return NULL;
     }
-    st->p_owner = pthread_self();
-    atomic_store(&st->p_request, 0);
+    t->st = st;
+    t->owner = pthread_self();
+    t->tstate = PyThreadState_Get();
+    t->interp = t->tstate->interp;
+    t->main = main;
+    atomic_store(&t->request, 0);
+    t->wakeup_fd = -1;
     int sndbuf = 0;
     socklen_t len = sizeof sndbuf;
-    if (wakeup_fd >= 0 && getsockopt(wakeup_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0
-            && sndbuf > 0) {
-        st->p_wakeup_fd = wakeup_fd;
-        st->p_wakeup_room = sndbuf / 2;
+    if (main && wakeup_fd >= 0
+            && getsockopt(wakeup_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0 && sndbuf > 0) {
+        t->wakeup_fd = wakeup_fd;
+        t->wakeup_room = sndbuf / 2;
     }
-    else
-        st->p_wakeup_fd = -1;
-    Py_XSETREF(st->urg_previous, Py_NewRef(previous));
-    if (gl_sysmon_attach(&st->p) != GL_OK) {
-        Py_CLEAR(st->urg_previous);
+    if (main)
+        Py_XSETREF(st->urg_previous, Py_NewRef(previous));
+    this_thread = t;
+    t->next = st->preempting;
+    st->preempting = t;
+    if (gl_sysmon_attach(&t->p) != GL_OK) {
+        detach(st);
         PyErr_SetString(PyExc_RuntimeError, "cannot start goloop's sysmon thread");
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
+/* Detach the calling thread's loop, if st's. */
 static void
 detach(gl_module_state *st)
 {
-    if (st->p.attached)
-        gl_sysmon_detach(&st->p);
-    st->p_wakeup_fd = -1;   /* sysmon no longer calls request_preemption */
-    atomic_store(&st->p_request, 0);
+    gl_preempting *t = preempting(st);
+    if (t == NULL)
+        return;
+    if (t->p.attached)
+        gl_sysmon_detach(&t->p);   /* sysmon no longer calls request_preemption */
+    /* A pending call queued for it finds this_thread NULL. */
+    this_thread = NULL;
+    for (gl_preempting **link = &st->preempting; *link != NULL; link = &(*link)->next)
+        if (*link == t) {
+            *link = t->next;
+            break;
+        }
+    if (t->main)
+        Py_CLEAR(st->urg_previous);
+    PyMem_RawFree(t);
+}
+
+/* The module's state goes (the interpreter ends): stop sysmon's requests
+ * for the loops of threads still running one (daemon threads), which can
+ * never run again; their records are left to those threads (which find
+ * them no longer st's) rather than freed under them. */
+static void
+detach_all(gl_module_state *st)
+{
+    detach(st);
+    while (st->preempting != NULL) {
+        gl_preempting *t = st->preempting;
+        st->preempting = t->next;
+        gl_sysmon_detach(&t->p);
+        t->st = NULL;
+        t->next = NULL;
+    }
 }
 
 static PyObject *
 mod_preempt_detach(PyObject *module, PyObject *unused)
 {
     (void)unused;
-    gl_module_state *st = PyModule_GetState(module);
-    detach(st);
-    Py_CLEAR(st->urg_previous);
+    detach(PyModule_GetState(module));
     Py_RETURN_NONE;
+}
+
+/* _preempt_detach_all(): at exit (atexit, _preempt.py), before the
+ * interpreter's pending-call queue goes: stop sysmon's requests for the
+ * loops of daemon threads still running one. */
+static PyObject *
+mod_preempt_detach_all(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    detach_all(PyModule_GetState(module));
+    Py_RETURN_NONE;
+}
+
+/* _preempts_threads(): does this Python preempt a loop on a thread other
+ * than the main one?  (3.12+; _preempt.py warns on 3.11.) */
+static PyObject *
+mod_preempts_threads(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(GL_THREAD_PREEMPTION);
 }
 
 /* os.register_at_fork's before and after_in_parent hooks (_preempt.py). */
@@ -725,15 +965,17 @@ mod_sysmon_resume(PyObject *module, PyObject *unused)
 void
 gl_preempt_poll_enter(gl_module_state *st)
 {
-    if (on_preempting_thread(st))
-        gl_p_poll_enter(&st->p);
+    gl_preempting *t = preempting(st);
+    if (t != NULL)
+        gl_p_poll_enter(&t->p);
 }
 
 void
 gl_preempt_poll_exit(gl_module_state *st)
 {
-    if (on_preempting_thread(st))
-        gl_p_poll_exit(&st->p);
+    gl_preempting *t = preempting(st);
+    if (t != NULL)
+        gl_p_poll_exit(&t->p);
 }
 
 static PyObject *
@@ -810,12 +1052,20 @@ PyMethodDef gl_preempt_methods[] = {
      "_on_sigurg(signum, frame, /)\n--\n\nThe SIGURG handler while a loop "
      "preempts: parks the running step if sysmon asked and it may be."},
     {"_preempt_attach", mod_preempt_attach, METH_VARARGS,
-     "_preempt_attach(time_slice, previous_handler, cpu_time=False, wakeup_fd=-1, /)"
+     "_preempt_attach(time_slice, previous_handler, cpu_time=False, wakeup_fd=-1, "
+     "main_thread=True, /)"
      "\n--\n\n(cpu_time: the slice counts this thread's CPU time, not wall time; "
      "wakeup_fd: the loop's self-pipe socket, see wakeup_fd_crowded.)  Let sysmon "
-     "watch this (the main) thread's steps."},
+     "watch this thread's steps: by SIGURG on the main thread (previous_handler: "
+     "the handler SIGURGs goloop did not send go to), by pending calls elsewhere."},
     {"_preempt_detach", mod_preempt_detach, METH_NOARGS,
-     "_preempt_detach()\n--\n\n"},
+     "_preempt_detach()\n--\n\nStop preempting this thread's loop."},
+    {"_preempt_detach_all", mod_preempt_detach_all, METH_NOARGS,
+     "_preempt_detach_all()\n--\n\nStop preempting every thread's loop (at exit: "
+     "daemon threads' loops then run cooperatively)."},
+    {"_preempts_threads", mod_preempts_threads, METH_NOARGS,
+     "_preempts_threads()\n--\n\nWhether a loop on a thread other than the main one "
+     "is preempted on this Python (3.12+)."},
     {"_sysmon_pause", mod_sysmon_pause, METH_NOARGS,
      "_sysmon_pause()\n--\n\nEnd sysmon's thread until _sysmon_resume() (before a fork)."},
     {"_sysmon_resume", mod_sysmon_resume, METH_NOARGS,
@@ -857,6 +1107,9 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
 {
     gl_sysmon_stats s;
     gl_sysmon_get_stats(&s);
+    uint64_t loops = 0;
+    for (gl_preempting *t = st->preempting; t != NULL; t = t->next)
+        loops++;
     PyObject *longest = PyFloat_FromDouble((double)st->longest_step_ns / 1e9);
     int r = longest ? PyDict_SetItemString(d, "longest_step", longest) : -1;
     Py_XDECREF(longest);
@@ -868,7 +1121,8 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
             || set_u64(d, "preempt_withheld", atomic_load(&st->withheld)) < 0
             || set_u64(d, "steps_held_back", st->held_back) < 0
             || set_u64(d, "preempt_requests", s.requests) < 0
-            || set_u64(d, "sysmon_wakeups", s.wakeups) < 0)
+            || set_u64(d, "sysmon_wakeups", s.wakeups) < 0
+            || set_u64(d, "preempting_loops", loops) < 0)
         return -1;
     return 0;
 }
@@ -902,7 +1156,7 @@ gl_preempt_traverse(gl_module_state *st, visitproc visit, void *arg)
 void
 gl_preempt_clear(gl_module_state *st)
 {
-    detach(st);
+    detach_all(st);
     Py_CLEAR(st->urg_previous);
     Py_CLEAR(st->atomic_var);
     Py_CLEAR(st->base_codes);

@@ -107,7 +107,16 @@ int
 gl_pystate_traverse(const gl_pystate *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->context);   /* the stack's contextvars Context, owned while saved */
-    for (_PyInterpreterFrame *f = innermost_frame(st); f != NULL; f = f->previous) {
+#if GL_PY_MINOR >= 15
+    /* Stop short of the thread's sentinel frame, which lives in its thread
+     * state: a daemon thread's is freed at exit while the parked stack's
+     * Goroutine may still be traversed by the last collection (3.15d's
+     * debug allocator made that a segfault). */
+    _PyInterpreterFrame *end = st->base_frame;
+#else
+    _PyInterpreterFrame *end = NULL;
+#endif
+    for (_PyInterpreterFrame *f = innermost_frame(st); f != NULL && f != end; f = f->previous) {
         if (f->owner != FRAME_OWNED_BY_THREAD)
             continue;
         int r = traverse_frame(f, visit, arg);
@@ -162,4 +171,69 @@ gl_cstack_min_size(void)
 }
 #endif
 
+#endif
+
+#if GL_PY_SUPPORTED && GL_PY_MINOR >= 12
+/* ---- a call on one thread at its next bytecode boundary (preempt.c) ----
+ *
+ * Pending calls, as CPython runs them (Python/ceval_gil.c):
+ *   3.12      _PyEval_AddPendingCall(interp, func, arg, mainthreadonly=0)
+ *             queues the call (32 slots, interp->ceval.pending) under
+ *             pending->lock and trips the interpreter's eval breaker; the
+ *             first thread to check it (_Py_HandlePending, at a bytecode
+ *             boundary, with the GIL) runs the queue, marking pending->busy
+ *             meanwhile so that no other thread runs it too.
+ *   3.13+     the same call, flags 0, queues it (pending->mutex) and sets
+ *             _PY_CALLS_TO_DO_BIT in the eval breaker of the thread that
+ *             holds the GIL (signal_active_thread); the breaker is per
+ *             thread, so setting the bit on a given thread state as well
+ *             (_Py_set_eval_breaker_bit: an atomic or) makes that thread
+ *             run the queue at its next check even if another thread held
+ *             the GIL when the call was queued.  pending->handling_thread
+ *             plays busy's part.
+ * Whichever thread runs the queue runs the call: the callback itself finds
+ * out whether it is on a thread it has business on.  3.11 runs pending
+ * calls on the main thread only (make_pending_calls returns at once
+ * elsewhere), so none of this is built there. */
+#include "internal/pycore_ceval.h"
+
+int
+gl_py_post_call(PyInterpreterState *interp, PyThreadState *target, int (*func)(void *))
+{
+#if GL_PY_MINOR >= 13
+    if (_PyEval_AddPendingCall(interp, func, NULL, 0) != _Py_ADD_PENDING_SUCCESS)
+        return -1;
+    _Py_set_eval_breaker_bit(target, _PY_CALLS_TO_DO_BIT);
+    return 0;
+#else
+    (void)target;
+    return _PyEval_AddPendingCall(interp, func, NULL, 0);
+#endif
+}
+
+/* Called by a pending call about to park its goroutine, on the thread that
+ * runs the queue (the GIL held): give up that thread's claim on the queue
+ * (3.12's busy, 3.13+'s handling_thread), which the make_pending_calls
+ * frame below would otherwise keep for as long as the goroutine is parked
+ * -- so that no pending call (no later preemption of this thread's next
+ * step, say) ran meanwhile.  Once the goroutine resumes, that frame runs
+ * the calls still queued and drops the claim again, harmlessly: only the
+ * thread holding the GIL ever holds it. */
+void
+gl_py_release_pending_claim(PyThreadState *ts)
+{
+    struct _pending_calls *pending = &ts->interp->ceval.pending;
+#if GL_PY_MINOR >= 13
+    PyMutex_Lock(&pending->mutex);
+    assert(pending->handling_thread == ts);
+    if (pending->handling_thread == ts)
+        pending->handling_thread = NULL;
+    PyMutex_Unlock(&pending->mutex);
+#else
+    PyThread_acquire_lock(pending->lock, WAIT_LOCK);
+    assert(pending->busy);
+    pending->busy = 0;
+    PyThread_release_lock(pending->lock);
+#endif
+}
 #endif

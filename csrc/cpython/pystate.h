@@ -114,6 +114,9 @@ typedef struct gl_pystate {
 #endif
 #if GL_PY_MINOR >= 15
     struct _PyExitData *jit_exit;
+    struct _PyInterpreterFrame *base_frame;  /* the thread's sentinel, which
+                                        ends the chain: its address only, for
+                                        gl_pystate_traverse (pyinternal.c) */
 #endif
     int recursion_headroom;
     int tracing;
@@ -159,6 +162,14 @@ int gl_pystate_traverse(const gl_pystate *st, visitproc visit, void *arg);
 /* sys.monitoring's version (pyinternal.c): changes whenever the events
  * enabled by sys.settrace, sys.setprofile or sys.monitoring change. */
 uint64_t gl_monitoring_version(PyThreadState *ts);
+/* pyinternal.c: queue func as a pending call of interp's, which the
+ * thread of `target` runs at its next bytecode boundary if it holds the
+ * GIL then (or, 3.13+, whenever it next checks its eval breaker) -- or
+ * another thread does, if it checks first (0, or -1: the queue is full);
+ * and, from such a call about to park, give up the thread's claim on the
+ * queue (preempt.c). */
+int gl_py_post_call(PyInterpreterState *interp, PyThreadState *target, int (*func)(void *));
+void gl_py_release_pending_claim(PyThreadState *ts);
 /* Bring the code of the running stack's frames up to date with the
  * events enabled now (pystate.c). */
 void gl_pystate_instrument_stack(PyThreadState *ts);
@@ -186,6 +197,7 @@ gl_pystate_save(PyThreadState *ts, gl_pystate *st)
 #endif
 #if GL_PY_MINOR >= 15
     st->jit_exit = ts->jit_exit;
+    st->base_frame = ts->base_frame;
 #endif
     st->recursion_headroom = ts->recursion_headroom;
     st->tracing = ts->tracing;
