@@ -288,6 +288,62 @@ def slice_counts_cpu_time():
 # stops asking for the steps of loops that daemon threads still run.
 atexit.register(_goloop._preempt_detach_all)
 
+# CPython 3.11 runs pending calls on the main thread only: there, another
+# thread's loop is preempted through a trace function that a thread of
+# goloop's, the tracer, installs on it when sysmon asks (preempt.c).  It
+# starts with the first such loop, is a daemon waiting in C without the GIL,
+# and is stopped at exit and around a fork (as sysmon is).
+_TRACER = sys.version_info < (3, 12)
+_tracer = None
+_tracer_lock = threading.Lock()
+
+
+def _start_tracer():
+    global _tracer
+    with _tracer_lock:
+        if _tracer is None:
+            _goloop._tracer_reset()
+            _tracer = threading.Thread(target=_goloop._tracer_run, name="goloop-tracer",
+                                       daemon=True)
+            _tracer.start()
+
+
+def _stop_tracer():
+    """Stop the tracer thread; returns whether it ran."""
+    global _tracer
+    with _tracer_lock:
+        thread, _tracer = _tracer, None
+    if thread is None:
+        return False
+    _goloop._tracer_stop()
+    if thread is not threading.current_thread():
+        thread.join()
+    return True
+
+
+_tracer_before_fork = False
+
+
+def _tracer_fork_before():
+    global _tracer_before_fork
+    _tracer_before_fork = _stop_tracer()
+
+
+def _tracer_fork_parent():
+    if _tracer_before_fork:
+        _start_tracer()
+
+
+def _tracer_fork_child():
+    global _tracer, _tracer_lock
+    _tracer = None
+    _tracer_lock = threading.Lock()
+    _goloop._tracer_reset()
+
+
+if _TRACER:
+    atexit.register(_stop_tracer)
+
 _warned_thread = False
 
 
@@ -341,6 +397,8 @@ def running(loop):
             _warn_not_main_thread()
         yield
         return
+    if not main and _TRACER:
+        _start_tracer()
     if loop._time_slice is None:
         loop._time_slice = default_time_slice()
     _find_library_roots()
@@ -446,4 +504,7 @@ _goloop._setup_preempt(_inside_atomic, *_task_switchers(), asyncio.current_task,
 # process is multi-threaded (sysmon.c).  The child starts sysmon afresh with
 # its first loop.
 os.register_at_fork(before=_goloop._sysmon_pause, after_in_parent=_goloop._sysmon_resume)
+if _TRACER:
+    os.register_at_fork(before=_tracer_fork_before, after_in_parent=_tracer_fork_parent,
+                        after_in_child=_tracer_fork_child)
 _locks.track_all()

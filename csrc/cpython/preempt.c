@@ -127,6 +127,9 @@
 /* Loops on threads other than the main one are preempted through pending
  * calls (see the top of this file): 3.12+. */
 #define GL_THREAD_PREEMPTION (GL_PY_MINOR >= 12)
+/* ... and on 3.11 through a trace function that goloop's tracer thread
+ * installs on the loop's thread (see the top of this file: "3.11"). */
+#define GL_THREAD_TRACING (GL_PY_MINOR == 11)
 
 /* ---- the preempting threads ------------------------------------------- */
 
@@ -271,6 +274,27 @@ post_request(gl_preempting *t)
 }
 #endif
 
+#if GL_THREAD_TRACING
+/* The tracer thread (3.11; see the top of this file): a Python thread of
+ * goloop's (_preempt.py starts it) that waits, without the GIL, for sysmon
+ * to ask (tracer_wanted), then takes the GIL and installs trace_request as
+ * the trace function of each loop thread asked for. */
+static pthread_mutex_t tracer_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tracer_cv = PTHREAD_COND_INITIALIZER;
+static int tracer_wanted;            /* under tracer_mu */
+static int tracer_stop;              /* under tracer_mu */
+
+/* On sysmon's thread (or a loop's), with or without the GIL. */
+static void
+wake_tracer(void)
+{
+    pthread_mutex_lock(&tracer_mu);
+    tracer_wanted = 1;
+    pthread_cond_signal(&tracer_cv);
+    pthread_mutex_unlock(&tracer_mu);
+}
+#endif
+
 /* On sysmon's thread, without the GIL: only atomics, an ioctl and a signal
  * or a pending call (which takes a lock CPython holds only briefly). */
 static void
@@ -287,6 +311,9 @@ request_preemption(gl_p *p, uint64_t tick)
 #if GL_THREAD_PREEMPTION
     else
         post_request(t);
+#elif GL_THREAD_TRACING
+    else
+        wake_tracer();
 #endif
 }
 
@@ -808,6 +835,132 @@ run_request(void *unused)
 }
 #endif
 
+#if GL_THREAD_TRACING
+/* The trace function the tracer thread installs on a loop thread (3.11):
+ * CPython calls it on that thread, with the GIL, at the next line start or
+ * backward jump (or function entry) of the Python code running there — the
+ * safe points where 3.12+ runs a pending call.  It removes itself at once,
+ * then takes the thread's request as run_request does.  CPython calls it
+ * with ts->tracing raised and cframe->use_tracing 0 (PyThreadState_Enter-
+ * Tracing); both are per stack here (pystate.h saves tracing, and carries
+ * use_tracing over to the next stack): while this stack is parked the
+ * others run with the use_tracing the thread's remaining functions call
+ * for, and when it resumes it is 0 again until CPython's LeaveTracing
+ * recomputes it. */
+static int
+trace_request(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    (void)arg;
+    if (what != PyTrace_LINE && what != PyTrace_CALL)
+        return 0;   /* a return or an exception: wait for a line */
+    PyThreadState *ts = PyThreadState_Get();
+    assert(ts->tracing > 0);
+    if (ts->c_tracefunc == trace_request) {
+        assert(ts->c_traceobj == NULL);
+        ts->c_tracefunc = NULL;
+    }
+    gl_preempting *t = this_thread;
+    if (t == NULL || t->main || t->st == NULL)
+        return 0;
+    uint64_t request = atomic_exchange(&t->request, 0);
+    if (request == 0 || frame == NULL)
+        return 0;
+    /* What the stacks that run while this one is parked start with. */
+    ts->cframe->use_tracing = ts->c_tracefunc != NULL || ts->c_profilefunc != NULL ? 255 : 0;
+    Py_INCREF(frame);
+    PyObject *r = take_request(t, request, (PyObject *)frame, 0);
+    Py_DECREF(frame);
+    ts = PyThreadState_Get();
+    assert(ts->tracing > 0);
+    ts->cframe->use_tracing = 0;   /* tracing: LeaveTracing sets it */
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* With the GIL, on the tracer thread: install trace_request on the thread
+ * of each loop with a request for the step running now.  That thread does
+ * not hold the GIL, so it runs no Python code: its cframe is its running
+ * stack's, which nothing changes until it takes the GIL back. */
+static void
+install_traces(gl_module_state *st)
+{
+    for (gl_preempting *t = st->preempting; t != NULL; t = t->next) {
+        if (t->main)
+            continue;
+        uint64_t request = atomic_load(&t->request);
+        if (request == 0 || request != atomic_load(&t->p.tick))
+            continue;   /* none, or that step already ended */
+        PyThreadState *ts = t->tstate;
+        if (ts->c_tracefunc == trace_request)
+            continue;   /* installed, not run yet */
+        if (ts->c_tracefunc != NULL || ts->c_traceobj != NULL) {
+            /* A debugger's or coverage's: left alone; the loop runs
+             * cooperatively while it is there. */
+            atomic_store(&t->request, 0);
+            st->declined++;
+            continue;
+        }
+        ts->c_tracefunc = trace_request;
+        /* CPython's _PyThreadState_UpdateTracingState: */
+        ts->cframe->use_tracing = ts->tracing == 0 ? 255 : 0;
+    }
+}
+
+/* _tracer_run(): the tracer thread's body (_preempt.py); returns once
+ * _tracer_stop() is called. */
+static PyObject *
+mod_tracer_run(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    gl_module_state *st = PyModule_GetState(module);
+    PyInterpreterState *interp = PyThreadState_Get()->interp;
+    for (;;) {
+        int stop;
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&tracer_mu);
+        while (!tracer_wanted && !tracer_stop)
+            pthread_cond_wait(&tracer_cv, &tracer_mu);
+        stop = tracer_stop;
+        tracer_wanted = 0;
+        pthread_mutex_unlock(&tracer_mu);
+        if (!stop)
+            gl_py_ask_for_gil(interp);
+        Py_END_ALLOW_THREADS
+        if (stop)
+            break;
+        install_traces(st);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_tracer_stop(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    pthread_mutex_lock(&tracer_mu);
+    tracer_stop = 1;
+    pthread_cond_signal(&tracer_cv);
+    pthread_mutex_unlock(&tracer_mu);
+    Py_RETURN_NONE;
+}
+
+/* Before a tracer thread starts (and in a fork child, where none runs). */
+static PyObject *
+mod_tracer_reset(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    pthread_mutex_lock(&tracer_mu);
+    tracer_stop = 0;
+    pthread_mutex_unlock(&tracer_mu);
+    Py_RETURN_NONE;
+}
+#endif
+
 /* ---- attaching a thread's loop ----------------------------------------- */
 
 static void detach(gl_module_state *st);
@@ -834,7 +987,7 @@ mod_preempt_attach(PyObject *module, PyObject *args)
         PyErr_SetString(st->goroutine_error, "a loop is already preempted on this thread");
         return NULL;
     }
-    if (!main && !GL_THREAD_PREEMPTION) {
+    if (!main && !GL_THREAD_PREEMPTION && !GL_THREAD_TRACING) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this Python preempts loops on the main thread only");
         return NULL;
@@ -939,7 +1092,7 @@ mod_preempts_threads(PyObject *module, PyObject *unused)
 {
     (void)module;
     (void)unused;
-    return PyBool_FromLong(GL_THREAD_PREEMPTION);
+    return PyBool_FromLong(GL_THREAD_PREEMPTION || GL_THREAD_TRACING);
 }
 
 /* os.register_at_fork's before and after_in_parent hooks (_preempt.py). */
@@ -1066,6 +1219,15 @@ PyMethodDef gl_preempt_methods[] = {
     {"_preempts_threads", mod_preempts_threads, METH_NOARGS,
      "_preempts_threads()\n--\n\nWhether a loop on a thread other than the main one "
      "is preempted on this Python (3.12+)."},
+#if GL_THREAD_TRACING
+    {"_tracer_run", mod_tracer_run, METH_NOARGS,
+     "_tracer_run()\n--\n\nThe tracer thread's body (3.11): install the trace function that "
+     "preempts a step on a loop thread sysmon asks for, until _tracer_stop()."},
+    {"_tracer_stop", mod_tracer_stop, METH_NOARGS,
+     "_tracer_stop()\n--\n\nMake _tracer_run() return."},
+    {"_tracer_reset", mod_tracer_reset, METH_NOARGS,
+     "_tracer_reset()\n--\n\nBefore a tracer thread starts: forget an earlier _tracer_stop()."},
+#endif
     {"_sysmon_pause", mod_sysmon_pause, METH_NOARGS,
      "_sysmon_pause()\n--\n\nEnd sysmon's thread until _sysmon_resume() (before a fork)."},
     {"_sysmon_resume", mod_sysmon_resume, METH_NOARGS,

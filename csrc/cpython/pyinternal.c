@@ -237,3 +237,20 @@ gl_py_release_pending_claim(PyThreadState *ts)
 #endif
 }
 #endif
+
+#if GL_PY_SUPPORTED && GL_PY_MINOR == 11
+#include "internal/pycore_interp.h"
+#include "internal/pycore_atomic.h"
+
+/* 3.11's ceval_gil.h: what take_gil does when it has waited a switch
+ * interval for the GIL (SET_GIL_DROP_REQUEST): the holder drops it at its
+ * next eval-breaker check, and take_gil resets both once a waiter has it.
+ * Called by the tracer thread (preempt.c) just before it waits for the GIL,
+ * so that it gets it at once rather than after 5 ms. */
+void
+gl_py_ask_for_gil(PyInterpreterState *interp)
+{
+    _Py_atomic_store_relaxed(&interp->ceval.gil_drop_request, 1);
+    _Py_atomic_store_relaxed(&interp->ceval.eval_breaker, 1);
+}
+#endif

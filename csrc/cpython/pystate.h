@@ -175,6 +175,12 @@ void gl_py_release_pending_claim(PyThreadState *ts);
 void gl_pystate_instrument_stack(PyThreadState *ts);
 #endif
 
+#if GL_PY_MINOR == 11
+/* pyinternal.c: make the GIL's holder drop it soon, as take_gil does after
+ * waiting a switch interval (the tracer thread, preempt.c). */
+void gl_py_ask_for_gil(PyInterpreterState *interp);
+#endif
+
 static inline void
 gl_pystate_save(PyThreadState *ts, gl_pystate *st)
 {
