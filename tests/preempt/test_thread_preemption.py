@@ -335,3 +335,73 @@ def test_hogs_in_a_worker_threads_loop_keep_taking_turns():
 
     gap, took = result_of(*in_thread(lambda: run_on(GOLOOP, main)))
     assert gap < MAX_GAP, (gap, took)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.11's tracer thread")
+def test_311_a_threads_own_trace_function_is_left_alone():
+    """3.11 reaches another thread's loop through a trace function that
+    goloop's tracer thread installs there; a thread with a trace function
+    of its own (a debugger's, coverage's) keeps it, and its loop then runs
+    cooperatively (the requests are declined)."""
+    events = []
+
+    def tracer(frame, event, arg):
+        events.append(event)
+        return None
+
+    async def main():
+        burn(0.2)
+
+    def body():
+        sys.settrace(tracer)
+        try:
+            before = goloop.stats()
+            run_on(GOLOOP, main)
+            after = goloop.stats()
+            return (after["preemptions"] - before["preemptions"],
+                    after["preempt_declined"] - before["preempt_declined"],
+                    sys.gettrace() is tracer)
+        finally:
+            sys.settrace(None)
+
+    preempted, declined, kept = result_of(*in_thread(body))
+    assert kept and events
+    assert preempted == 0 and declined > 0
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.11's tracer thread")
+def test_311_the_tracer_thread_stops_around_a_fork_and_at_exit(run_python):
+    code = r"""
+import asyncio, os, threading, time, goloop
+
+def burn(s):
+    end = time.perf_counter() + s
+    while time.perf_counter() < end:
+        pass
+
+async def main():
+    burn(0.1)
+
+def run():
+    asyncio.Runner(loop_factory=goloop.new_event_loop).run(main())
+
+t = threading.Thread(target=run); t.start(); t.join()
+names = lambda: sorted(x.name for x in threading.enumerate())
+print("before", names())
+pid = os.fork()
+if pid == 0:
+    t = threading.Thread(target=run); t.start(); t.join()
+    print("child", goloop.stats()["preemptions"] > 0, names(), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent", names())
+t = threading.Thread(target=run); t.start(); t.join()
+print("after", goloop.stats()["preemptions"] > 0)
+"""
+    r = run_python(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "before ['MainThread', 'goloop-tracer']"
+    assert lines[1] == "child True ['MainThread', 'goloop-tracer']"
+    assert lines[2] == "parent ['MainThread', 'goloop-tracer']"
+    assert lines[3] == "after True"
