@@ -190,8 +190,9 @@ def preemptible_packages(*names):
 
 
 class PreemptionWarning(RuntimeWarning):
-    """A loop that asked for preemption runs cooperatively (CPython 3.11,
-    a thread other than the main one)."""
+    """A loop that asked for preemption runs cooperatively (a build whose
+    _goloop cannot preempt a loop off the main thread; none today: 3.12+
+    uses pending calls, 3.11 the tracer thread)."""
 
 
 _inside_atomic = contextvars.ContextVar("goloop.atomic", default=False)

@@ -31,11 +31,10 @@ class EventLoop(_goloop.LoopCore, asyncio.SelectorEventLoop):
     preempt: a step that runs longer than time_slice seconds (default: the
     GOLOOP_TIME_SLICE environment variable, else 0.01) is parked and resumed
     after the loop has run what else is ready; preempt=False never does.
-    A loop on any thread preempts (3.12+; on 3.11, whose signal handlers
-    and pending calls run on the main thread only, a loop elsewhere runs
-    steps cooperatively, as on stock asyncio, with a PreemptionWarning if
-    preemption was asked for: preempt=True, time_slice or
-    GOLOOP_TIME_SLICE).  goroutines=False runs steps inline
+    A loop on any thread preempts (on 3.11, whose signal handlers and
+    pending calls run on the main thread only, a loop elsewhere through a
+    trace function goloop's tracer thread installs on it, unless that
+    thread has one of its own).  goroutines=False runs steps inline
     on the loop's stack, as stock asyncio does (so without preemption), for
     comparison.
     """
