@@ -119,9 +119,10 @@
  *             is installed all the same and fires when Python code runs
  *             again; a stale one does nothing).  Latency: the tracer's
  *             wake-up and two GIL hand-offs on top of 3.12's path
- *             (benchmarks/thread_preempt.py on 3.11: overrun p50 55 us
- *             against 46 us for the main thread's SIGURG, p99 2.5 ms
- *             against 1.0 ms).  The tracer starts with the first such loop,
+ *             (benchmarks/thread_preempt.py on 3.11, two runs: overrun
+ *             p50 55 and 88 us against 46 and 88 us for the main thread's
+ *             SIGURG, p99 2.5 and 0.5 ms against 1.0 and 3.0 ms: within
+ *             this VM's noise).  The tracer starts with the first such loop,
  *             is stopped and joined before a fork (restarted after it in
  *             the parent; the child starts its own with its first loop)
  *             and at exit.
