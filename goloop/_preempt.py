@@ -24,10 +24,10 @@ A loop on the main thread is reached by SIGURG and the Python-level
 handler; a loop on another thread (CPython runs signal handlers on the main
 thread only) by a pending call that its thread runs at its next bytecode
 boundary (3.12+: preempt.c says why and how).  On 3.11, whose pending calls
-too run on the main thread only, a loop on another thread runs its steps
-cooperatively, as stock asyncio does, and warns once if preemption was
-asked for (a default loop does not: a test suite run with -W error, or a
-server running a loop per thread, would fail on a warning about a default).
+too run on the main thread only, by a trace function that goloop's tracer
+thread installs on it (_start_tracer below; preempt.c).  A build that could
+do neither would run such a loop's steps cooperatively and warn once if
+preemption was asked for (_warn_not_main_thread; a default loop does not).
 """
 import asyncio
 import atexit
