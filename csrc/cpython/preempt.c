@@ -960,7 +960,10 @@ mod_tracer_run(PyObject *module, PyObject *unused)
         stop = tracer_stop;
         tracer_wanted = 0;
         pthread_mutex_unlock(&tracer_mu);
-        if (!stop)
+        /* Not while finalizing: a thread that drops the GIL on this
+         * request waits until another takes it, and a daemon thread
+         * taking it then exits instead (take_gil). */
+        if (!stop && !_Py_IsFinalizing())
             gl_py_ask_for_gil(interp);
         Py_END_ALLOW_THREADS
         if (stop)
