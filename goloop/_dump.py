@@ -207,14 +207,22 @@ def parse_signal(text):
         valid = signal.valid_signals()
         if num not in valid:
             raise ValueError(f"{DUMP_SIGNAL_ENV}={text!r} is not a signal number")
-        return num
+        return _usable(num, text)
     name = s.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
     num = getattr(signal, name, None)
     if not isinstance(num, signal.Signals) or name.startswith("SIG_"):
         raise ValueError(f"{DUMP_SIGNAL_ENV}={text!r} names no signal (QUIT, SIGUSR1, 10, ...)")
-    return int(num)
+    return _usable(int(num), text)
+
+
+def _usable(num, text):
+    if num == signal.SIGURG:
+        raise ValueError(f"{DUMP_SIGNAL_ENV}={text!r}: SIGURG is goloop's preemption signal")
+    if num in (signal.SIGKILL, signal.SIGSTOP):
+        raise ValueError(f"{DUMP_SIGNAL_ENV}={text!r}: {signal.Signals(num).name} cannot be caught")
+    return num
 
 
 def _on_dump_signal(signum, frame):

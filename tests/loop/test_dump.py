@@ -167,7 +167,7 @@ def test_dump_signal_prints_while_a_task_computes(tmp_path):
     assert "computes" in task["funcs"]
 
 
-@pytest.mark.parametrize("value", ["NOPE", "SIG_DFL", "99999"])
+@pytest.mark.parametrize("value", ["NOPE", "SIG_DFL", "99999", "URG", "SIGKILL", "19"])
 def test_bad_dump_signal_is_a_value_error(value, run_python):
     proc = run_python("import goloop", env={"GOLOOP_DUMP_SIGNAL": value})
     assert proc.returncode != 0
