@@ -407,32 +407,25 @@ def running(loop):
         # Another thread: sysmon's requests reach it as pending calls
         # (preempt.c), with no signal handler and no wakeup-fd byte.
         _goloop._preempt_attach(loop._time_slice, None, slice_counts_cpu_time(), -1, False)
-        selector = getattr(loop, "_selector", None)
-        unmark = _mark_polls(selector) if selector is not None else (lambda: None)
+    else:
+        previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
+        signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
+        # A SIGURG that is not sysmon's goes to the handler found here,
+        # unless that is ours already: a child forked while its parent's loop
+        # ran inherits it, and forwarding to ourselves would recurse until
+        # RecursionError.  What was there before ours is not known then, so
+        # such a SIGURG gets SIGURG's default: ignored.
+        forward = signal.SIG_DFL if previous is _goloop._on_sigurg else previous
+        # The loop's self-pipe socket, which asyncio makes CPython's signal
+        # wakeup fd: sysmon holds its SIGURGs back while it is half full, so
+        # that they never crowd out an application's signal (preempt.c).
+        csock = getattr(loop, "_csock", None)
+        wakeup_fd = csock.fileno() if csock is not None else -1
         try:
-            yield
-        finally:
-            unmark()
-            _goloop._preempt_detach()
-        return
-    previous = signal.signal(signal.SIGURG, _goloop._on_sigurg)
-    signal.siginterrupt(signal.SIGURG, False)   # SA_RESTART: see preempt.c
-    # A SIGURG that is not sysmon's goes to the handler found here, unless
-    # that is ours already: a child forked while its parent's loop ran
-    # inherits it, and forwarding to ourselves would recurse until
-    # RecursionError.  What was there before ours is not known then, so
-    # such a SIGURG gets SIGURG's default: ignored.
-    forward = signal.SIG_DFL if previous is _goloop._on_sigurg else previous
-    # The loop's self-pipe socket, which asyncio makes CPython's signal
-    # wakeup fd: sysmon holds its SIGURGs back while it is half full, so that
-    # they never crowd out an application's signal (preempt.c).
-    csock = getattr(loop, "_csock", None)
-    wakeup_fd = csock.fileno() if csock is not None else -1
-    try:
-        _goloop._preempt_attach(loop._time_slice, forward, slice_counts_cpu_time(), wakeup_fd)
-    except BaseException:
-        signal.signal(signal.SIGURG, previous)
-        raise
+            _goloop._preempt_attach(loop._time_slice, forward, slice_counts_cpu_time(), wakeup_fd)
+        except BaseException:
+            signal.signal(signal.SIGURG, previous)
+            raise
     selector = getattr(loop, "_selector", None)
     unmark = _mark_polls(selector) if selector is not None else (lambda: None)
     try:
@@ -441,7 +434,7 @@ def running(loop):
         unmark()
         _goloop._preempt_detach()
         # Put back what was there, unless the application replaced ours.
-        if signal.getsignal(signal.SIGURG) is _goloop._on_sigurg:
+        if main and signal.getsignal(signal.SIGURG) is _goloop._on_sigurg:
             signal.signal(signal.SIGURG, previous if previous is not None else signal.SIG_DFL)
 
 

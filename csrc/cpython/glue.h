@@ -239,6 +239,10 @@ GoroutineObject *gl_greenlets_pinned_worker(PyObject *handle);
 /* Workers of this thread kept by their tasks. */
 Py_ssize_t gl_greenlets_pinned(void);
 
+/* module.c: d[key] = an int, for stats(); 0, or -1 with an exception. */
+int gl_dict_set_u64(PyObject *d, const char *key, uint64_t v);
+int gl_dict_set_i64(PyObject *d, const char *key, int64_t v);
+
 /* park(value=None): the module-level function. */
 PyObject *gl_goroutine_park(gl_module_state *st, PyObject *value);
 /* The running Goroutine (borrowed) or NULL on the thread's own stack. */

@@ -93,8 +93,8 @@ mod_get_default_stack_size(PyObject *module, PyObject *unused)
     return PyLong_FromSize_t(gl_default_stack_size());
 }
 
-static int
-dict_set_u64(PyObject *d, const char *key, uint64_t v)
+int
+gl_dict_set_u64(PyObject *d, const char *key, uint64_t v)
 {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
     if (o == NULL)
@@ -128,7 +128,7 @@ apply_baseline(PyObject *d, int reset)
         uint64_t raw = PyLong_AsUnsignedLongLong(v);
         if (raw == (uint64_t)-1 && PyErr_Occurred())
             return -1;
-        if (dict_set_u64(d, COUNTERS[i], raw >= baseline[i] ? raw - baseline[i] : raw) < 0)
+        if (gl_dict_set_u64(d, COUNTERS[i], raw >= baseline[i] ? raw - baseline[i] : raw) < 0)
             return -1;
         if (reset)
             baseline[i] = raw;
@@ -136,8 +136,8 @@ apply_baseline(PyObject *d, int reset)
     return 0;
 }
 
-static int
-dict_set_i64(PyObject *d, const char *key, int64_t v)
+int
+gl_dict_set_i64(PyObject *d, const char *key, int64_t v)
 {
     PyObject *o = PyLong_FromLongLong(v);
     if (o == NULL)
@@ -151,10 +151,10 @@ dict_set_i64(PyObject *d, const char *key, int64_t v)
 static int
 process_gauges(gl_module_state *st, PyObject *d, const gl_stats *s)
 {
-    return dict_set_u64(d, "stacks_in_use", s->stacks_in_use) < 0
-           || dict_set_u64(d, "stacks_cached", s->stacks_cached) < 0
-           || dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
-           || dict_set_i64(d, "rss", gl_trace_rss()) < 0 ? -1 : 0;
+    return gl_dict_set_u64(d, "stacks_in_use", s->stacks_in_use) < 0
+           || gl_dict_set_u64(d, "stacks_cached", s->stacks_cached) < 0
+           || gl_dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
+           || gl_dict_set_i64(d, "rss", gl_trace_rss()) < 0 ? -1 : 0;
 }
 
 static PyObject *
@@ -178,21 +178,21 @@ mod_stats(PyObject *module, PyObject *args, PyObject *kwargs)
         }
         return d;
     }
-    if (dict_set_u64(d, "stacks_in_use", s.stacks_in_use) < 0
-            || dict_set_u64(d, "stacks_cached", s.stacks_cached) < 0
-            || dict_set_u64(d, "stacks_mapped", s.stacks_mapped) < 0
-            || dict_set_u64(d, "stacks_reused", s.stacks_reused) < 0
-            || dict_set_u64(d, "stacks_trimmed", s.stacks_trimmed) < 0
-            || dict_set_u64(d, "goroutines_started", s.goroutines_started) < 0
-            || dict_set_u64(d, "goroutines_finished", s.goroutines_finished) < 0
-            || dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
-            || dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0
+    if (gl_dict_set_u64(d, "stacks_in_use", s.stacks_in_use) < 0
+            || gl_dict_set_u64(d, "stacks_cached", s.stacks_cached) < 0
+            || gl_dict_set_u64(d, "stacks_mapped", s.stacks_mapped) < 0
+            || gl_dict_set_u64(d, "stacks_reused", s.stacks_reused) < 0
+            || gl_dict_set_u64(d, "stacks_trimmed", s.stacks_trimmed) < 0
+            || gl_dict_set_u64(d, "goroutines_started", s.goroutines_started) < 0
+            || gl_dict_set_u64(d, "goroutines_finished", s.goroutines_finished) < 0
+            || gl_dict_set_u64(d, "goroutines_live", (uint64_t)st->registry_size) < 0
+            || gl_dict_set_u64(d, "data_chunks_cached", (uint64_t)st->chunks.count) < 0
             || gl_steps_stats(st, d) < 0
             || gl_core_stats(st, d) < 0
             || gl_preempt_stats(st, d) < 0
-            || dict_set_u64(d, "callbacks", st->core ? st->core->callbacks : 0) < 0
+            || gl_dict_set_u64(d, "callbacks", st->core ? st->core->callbacks : 0) < 0
             || gl_loops_running_stats(d) < 0
-            || dict_set_i64(d, "rss", gl_trace_rss()) < 0
+            || gl_dict_set_i64(d, "rss", gl_trace_rss()) < 0
             || apply_baseline(d, reset) < 0) {
         Py_DECREF(d);
         return NULL;

@@ -1293,15 +1293,6 @@ PyMethodDef gl_preempt_methods[] = {
 
 /* ---- statistics and module state --------------------------------------- */
 
-static int
-set_u64(PyObject *d, const char *key, uint64_t v)
-{
-    PyObject *o = PyLong_FromUnsignedLongLong(v);
-    int r = o ? PyDict_SetItemString(d, key, o) : -1;
-    Py_XDECREF(o);
-    return r;
-}
-
 int
 gl_preempt_stats(gl_module_state *st, PyObject *d)
 {
@@ -1313,16 +1304,16 @@ gl_preempt_stats(gl_module_state *st, PyObject *d)
     PyObject *longest = PyFloat_FromDouble((double)st->longest_step_ns / 1e9);
     int r = longest ? PyDict_SetItemString(d, "longest_step", longest) : -1;
     Py_XDECREF(longest);
-    if (r < 0 || set_u64(d, "steps", st->steps) < 0
-            || set_u64(d, "preemptions", st->preemptions) < 0
-            || set_u64(d, "awaits", st->awaits) < 0
-            || set_u64(d, "preempt_declined", st->declined) < 0
-            || set_u64(d, "preempt_deferred", st->deferred) < 0
-            || set_u64(d, "preempt_withheld", atomic_load(&st->withheld)) < 0
-            || set_u64(d, "steps_held_back", st->held_back) < 0
-            || set_u64(d, "preempt_requests", s.requests) < 0
-            || set_u64(d, "sysmon_wakeups", s.wakeups) < 0
-            || set_u64(d, "preempting_loops", loops) < 0)
+    if (r < 0 || gl_dict_set_u64(d, "steps", st->steps) < 0
+            || gl_dict_set_u64(d, "preemptions", st->preemptions) < 0
+            || gl_dict_set_u64(d, "awaits", st->awaits) < 0
+            || gl_dict_set_u64(d, "preempt_declined", st->declined) < 0
+            || gl_dict_set_u64(d, "preempt_deferred", st->deferred) < 0
+            || gl_dict_set_u64(d, "preempt_withheld", atomic_load(&st->withheld)) < 0
+            || gl_dict_set_u64(d, "steps_held_back", st->held_back) < 0
+            || gl_dict_set_u64(d, "preempt_requests", s.requests) < 0
+            || gl_dict_set_u64(d, "sysmon_wakeups", s.wakeups) < 0
+            || gl_dict_set_u64(d, "preempting_loops", loops) < 0)
         return -1;
     return 0;
 }

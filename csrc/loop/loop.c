@@ -1593,15 +1593,6 @@ PyType_Spec gl_loop_core_spec = {
 
 /* ---- statistics: goloop.stats(loop) ----------------------------------- */
 
-static int
-put_i64(PyObject *d, const char *key, int64_t v)
-{
-    PyObject *o = PyLong_FromLongLong(v);
-    int r = o ? PyDict_SetItemString(d, key, o) : -1;
-    Py_XDECREF(o);
-    return r;
-}
-
 /* Registrations of a selector that is not goloop's Poller:
  * len(selector.get_map()), or -1. */
 static int64_t
@@ -1635,9 +1626,9 @@ gl_loops_running_stats(PyObject *d)
 {
     int64_t sum[4] = {0, 0, 0, 0};
     int64_t n = gl_trace_foreach(add_gauges, sum);
-    return put_i64(d, "loops_running", n) < 0 || put_i64(d, "ready", sum[0]) < 0
-           || put_i64(d, "timers", sum[1]) < 0 || put_i64(d, "fds", sum[2]) < 0
-           || put_i64(d, "steps_preempted", sum[3]) < 0 ? -1 : 0;
+    return gl_dict_set_i64(d, "loops_running", n) < 0 || gl_dict_set_i64(d, "ready", sum[0]) < 0
+           || gl_dict_set_i64(d, "timers", sum[1]) < 0 || gl_dict_set_i64(d, "fds", sum[2]) < 0
+           || gl_dict_set_i64(d, "steps_preempted", sum[3]) < 0 ? -1 : 0;
 }
 
 int
@@ -1662,14 +1653,14 @@ gl_loop_stats(gl_module_state *st, PyObject *loop, PyObject *d, int reset)
     int64_t fds = self->poller ? (int64_t)gl_poller_count(self->poller)
                   : self->closed ? 0 : python_selector_fds(self);
     if (r < 0
-            || put_i64(d, "loop_id", (int64_t)t->id) < 0
-            || put_i64(d, "steps", (int64_t)(steps - self->base_steps)) < 0
-            || put_i64(d, "callbacks", (int64_t)(callbacks - self->base_callbacks)) < 0
-            || put_i64(d, "preemptions", (int64_t)(preemptions - self->base_preemptions)) < 0
-            || put_i64(d, "ready", (int64_t)self->ready.n) < 0
-            || put_i64(d, "timers", live_timers(self)) < 0
-            || put_i64(d, "fds", fds) < 0
-            || put_i64(d, "steps_preempted", (int64_t)queue_len(self)) < 0)
+            || gl_dict_set_i64(d, "loop_id", (int64_t)t->id) < 0
+            || gl_dict_set_i64(d, "steps", (int64_t)(steps - self->base_steps)) < 0
+            || gl_dict_set_i64(d, "callbacks", (int64_t)(callbacks - self->base_callbacks)) < 0
+            || gl_dict_set_i64(d, "preemptions", (int64_t)(preemptions - self->base_preemptions)) < 0
+            || gl_dict_set_i64(d, "ready", (int64_t)self->ready.n) < 0
+            || gl_dict_set_i64(d, "timers", live_timers(self)) < 0
+            || gl_dict_set_i64(d, "fds", fds) < 0
+            || gl_dict_set_i64(d, "steps_preempted", (int64_t)queue_len(self)) < 0)
         return -1;
     if (reset) {
         self->base_steps = steps;
